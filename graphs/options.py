@@ -1,0 +1,57 @@
+"""Options shared by every factory, and the small checks that give factory-level errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typing_extensions import TypedDict
+
+from selfmoa.graphs.spec import MoASpec, parse_spec
+from selfmoa.nodes import SpecError
+
+
+class RunOptions(TypedDict, total=False):
+    """Keyword options accepted by every factory (see `MoASpec` for their meaning).
+
+    Attributes:
+        aggregator_temperature: Aggregator temperature, default 0.0 (None: the model's default).
+        min_proposals: Successful proposals needed per layer to go on, default 1.
+        max_attempts: Attempts per model call, retries included, default 2.
+        retry_delay: Seconds before the first retry, doubled after each, default 0.5.
+        timeout: Seconds one model call may take, default no limit.
+        prompt: Aggregation prompt with a `{references}` placeholder.
+    """
+
+    aggregator_temperature: float | None
+    min_proposals: int
+    max_attempts: int
+    retry_delay: float
+    timeout: float | None
+    prompt: str
+
+
+def make_spec(
+    factory: str, layers: list, aggregator: dict, temperature: float | None, seed: int | None, options: dict[str, Any]
+) -> MoASpec:
+    """Validate a factory's arguments into a `MoASpec`, with errors that name the factory."""
+    unknown = sorted(set(options) - set(RunOptions.__annotations__))
+    if unknown:
+        valid = ", ".join(sorted(RunOptions.__annotations__))
+        raise SpecError(f"{factory}() got unknown option {unknown[0]!r}; valid options: {valid}")
+    options = dict(options)
+    if "aggregator_temperature" in options:
+        aggregator = {**aggregator, "temperature": options.pop("aggregator_temperature")}
+    if aggregator.get("model") is None:
+        aggregator = {k: v for k, v in aggregator.items() if k != "model"}
+    try:
+        return parse_spec(
+            {"layers": layers, "aggregator": aggregator, "temperature": temperature, "seed": seed, **options}
+        )
+    except SpecError as exc:
+        raise SpecError(f"{factory}(): {exc}") from None
+
+
+def check_count(factory: str, name: str, value: Any, minimum: int = 1) -> None:
+    """Raise a one-line SpecError unless `value` is an integer of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{factory}(): {name} must be an integer of at least {minimum}, got {value!r}")

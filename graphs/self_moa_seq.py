@@ -1,0 +1,63 @@
+"""Self-MoA-Seq: Self-MoA with a sliding-window aggregator of bounded context."""
+
+from __future__ import annotations
+
+from langgraph.graph import StateGraph
+from typing_extensions import Unpack
+
+from selfmoa.graphs.builder import build_graph
+from selfmoa.graphs.options import RunOptions, check_count, make_spec
+from selfmoa.graphs.schedule import validate_window
+from selfmoa.nodes import ModelLike, SpecError
+
+
+def create_self_moa_seq(
+    model: ModelLike,
+    *,
+    samples: int,
+    window: int = 6,
+    reserved: int = 3,
+    aggregator: ModelLike | None = None,
+    temperature: float | None = 0.7,
+    seed: int | None = None,
+    **options: Unpack[RunOptions],
+) -> StateGraph:
+    """Build a Self-MoA-Seq graph (Li et al. 2025, arXiv 2502.00674, §5).
+
+    Step 1 aggregates samples 1..W; each later step aggregates the current synthesis,
+    repeated R times, with the next W-R samples; the last synthesis is the answer. That is
+    `1 + ceil(max(0, N-W) / (W-R))` aggregator calls, each with at most W references. The
+    next samples are generated while the previous window is aggregated, so the critical
+    path is one proposer latency plus one aggregator latency per step.
+
+    Args:
+        model: A chat model or a model string.
+        samples: Number of samples N.
+        window: References per aggregator call W (paper: 6).
+        reserved: Window slots repeating the current synthesis R, 0 < R < W (paper: 3).
+        aggregator: Aggregator model; None means `model`.
+        temperature: Proposer sampling temperature.
+        seed: Base seed; sample i uses seed + i.
+        **options: Any of `RunOptions`.
+
+    Returns:
+        An uncompiled `StateGraph`.
+
+    Example:
+        >>> from selfmoa import create_self_moa_seq
+        >>> from selfmoa.testing import FakeChatModel
+        >>> graph = create_self_moa_seq(FakeChatModel(), samples=12).compile()
+        >>> [a["samples"] for a in graph.invoke({"messages": "Hi"})["aggregations"]]
+        [[0, 1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    """
+    check_count("create_self_moa_seq", "samples", samples)
+    check_count("create_self_moa_seq", "window", window, 2)
+    check_count("create_self_moa_seq", "reserved", reserved)
+    try:
+        validate_window(window, reserved)
+    except ValueError as exc:
+        raise SpecError(f"create_self_moa_seq(): {exc}") from None
+    layers = [[{"model": model, "samples": samples}]]
+    agg = {"model": aggregator, "mode": "window", "window": window, "reserved": reserved}
+    spec = make_spec("create_self_moa_seq", layers, agg, temperature, seed, options)
+    return build_graph(spec)

@@ -1,0 +1,212 @@
+"""`MoASpec`: an ensemble declared as data (a dict, a YAML or JSON file, or Python).
+
+Every method is a spec: Self-MoA is one layer of k samples of one model; MoA is several
+layers of different models; Self-MoA-Seq is Self-MoA with sliding-window aggregation; and
+hybrids mix them freely, for example 3 samples of model A plus 3 of model B, aggregated
+through a sliding window.
+
+A YAML spec::
+
+    name: two-model-hybrid
+    temperature: 0.7
+    layers:
+      - - {model: "openai:gpt-4o-mini", samples: 3}
+        - {model: "anthropic:claude-3-5-haiku-latest", samples: 3}
+    aggregator:
+      model: "openai:gpt-4o-mini"
+      mode: window          # or "oneshot" (the default)
+      window: 6
+      reserved: 3
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator, model_validator
+
+from selfmoa.nodes import SpecError
+from selfmoa.prompts import AGGREGATE_PROMPT
+
+Model = str | InstanceOf[BaseChatModel]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProposerSpec(_Spec):
+    """One model of a layer and how many samples to draw from it.
+
+    A bare string is read as `{"model": <string>}`.
+    """
+
+    model: Model
+    samples: int = Field(default=1, ge=1)
+    temperature: float | None = Field(default=None, ge=0)
+    """Overrides the spec's `temperature` for this proposer."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, (str, BaseChatModel)) else value
+
+
+class LayerSpec(_Spec):
+    """One layer of proposers; all of them see the previous layer's answers as references.
+
+    A bare list is read as `{"proposers": <list>}`.
+    """
+
+    proposers: list[ProposerSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        return {"proposers": value} if isinstance(value, (list, tuple)) else value
+
+    @property
+    def size(self) -> int:
+        """Number of proposer calls in this layer."""
+        return sum(p.samples for p in self.proposers)
+
+
+class AggregatorSpec(_Spec):
+    """The final aggregation: one call over every proposal, or a sliding window."""
+
+    model: Model | None = None
+    """Aggregator model; None means the first proposer model of the last layer (Self-MoA)."""
+    mode: Literal["oneshot", "window"] = "oneshot"
+    window: int = Field(default=6, ge=2)
+    """References per aggregation call in window mode (W)."""
+    reserved: int = Field(default=3, ge=1)
+    """Window slots that repeat the current synthesis (R, 0 < R < W)."""
+    temperature: float | None = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> AggregatorSpec:
+        if self.reserved >= self.window:
+            raise ValueError(
+                f"reserved must be smaller than window, got window={self.window}, reserved={self.reserved}; "
+                "e.g. window=6, reserved=3 as in the paper"
+            )
+        return self
+
+
+class MoASpec(_Spec):
+    """A whole ensemble.
+
+    Example:
+        >>> spec = MoASpec.model_validate({"layers": [[{"model": "openai:gpt-4o-mini", "samples": 6}]]})
+        >>> spec.layers[0].size
+        6
+    """
+
+    name: str | None = None
+    layers: list[LayerSpec] = Field(min_length=1)
+    aggregator: AggregatorSpec = AggregatorSpec()
+    temperature: float | None = Field(default=0.7, ge=0)
+    """Sampling temperature of the proposers (None: each model's default)."""
+    seed: int | None = None
+    """Base seed: proposer i of a run gets seed + i, the aggregator gets seed."""
+    min_proposals: int = Field(default=1, ge=1)
+    """Successful proposals needed per layer to go on; failures below it stop the run."""
+    max_attempts: int = Field(default=2, ge=1)
+    """Attempts per model call (1 = no retry)."""
+    retry_delay: float = Field(default=0.5, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds one model call may take."""
+    prompt: str = AGGREGATE_PROMPT
+    """Aggregation prompt; must contain the `{references}` placeholder."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, value: str) -> str:
+        try:
+            value.format(references="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"prompt may use only the {{references}} placeholder (double other braces), got error {exc!r}"
+            ) from None
+        if "{references}" not in value:
+            raise ValueError("prompt must contain the {references} placeholder where the numbered responses go")
+        return value
+
+    @model_validator(mode="after")
+    def _check_quorum(self) -> MoASpec:
+        for i, layer in enumerate(self.layers, 1):
+            if self.min_proposals > layer.size:
+                raise ValueError(
+                    f"min_proposals={self.min_proposals} exceeds the {layer.size} proposals of layer {i}; "
+                    "lower min_proposals or add samples"
+                )
+        return self
+
+
+def parse_spec(spec: MoASpec | dict | str | Path) -> MoASpec:
+    """Validate a spec given as a `MoASpec`, a dict, or a path to a YAML or JSON file.
+
+    Raises:
+        SpecError: One line naming the bad key or value and how to fix it.
+
+    Example:
+        >>> parse_spec({"layers": [["openai:gpt-4o-mini"]]}).layers[0].proposers[0].model
+        'openai:gpt-4o-mini'
+    """
+    if isinstance(spec, MoASpec):
+        return spec
+    if isinstance(spec, (str, Path)):
+        spec = load_spec_file(spec)
+    if not isinstance(spec, dict):
+        raise SpecError(f"spec must be a MoASpec, a dict or a path to a YAML/JSON file, got {type(spec).__name__}")
+    try:
+        return MoASpec.model_validate(spec)
+    except ValidationError as exc:
+        raise SpecError(one_line(exc, "spec")) from None
+
+
+def load_spec_file(path: str | Path) -> dict:
+    """Read a spec file (`.yaml`, `.yml` or `.json`) into a dict."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {str(path)!r}: {exc.strerror or exc}; check the path") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except (ValueError, ImportError) as exc:
+        where = str(exc).strip().splitlines()[0]
+        raise SpecError(f"spec file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'YAML'}: {where}") from None
+    except Exception as exc:  # yaml.YAMLError and its subclasses
+        where = " ".join(str(exc).split())
+        raise SpecError(f"spec file {str(path)!r} is not valid YAML: {where}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"spec file {str(path)!r} must hold a mapping with a 'layers' key, got {type(data).__name__}")
+    return data
+
+
+def one_line(exc: ValidationError, what: str) -> str:
+    """Turn a pydantic error into one actionable line."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"]) or what
+    if first["type"] == "extra_forbidden":
+        msg = f"unknown key {loc!r} in {what}; remove it or check its spelling"
+    elif first["type"] == "missing":
+        msg = f"{what} is missing the required key {loc!r}"
+    else:
+        text = first["msg"].removeprefix("Value error, ")
+        msg = f"invalid {what} at {loc!r}: {text}"
+    more = len(errors) - 1
+    return msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+SpecLike = Annotated[MoASpec | dict | str | Path, "a MoASpec, a dict, or a path to a YAML/JSON spec file"]

@@ -1,0 +1,189 @@
+"""Typed state shared by every selfmoa graph.
+
+The graph's input is `InputState` (just `messages`, so it drops into any `MessagesState`
+agent as a subgraph) and its output is `OutputState`. `MoAState` adds the bookkeeping of a
+run in progress. Lists that gather the results of parallel `Send` tasks use reducers and
+are reset with `Overwrite` between layers, so state grows with the number of proposals,
+not with the square of it.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from langgraph.types import Overwrite
+from typing_extensions import NotRequired, TypedDict
+
+
+class TokenUsage(TypedDict):
+    """Token counts of one or more model calls, as reported by the calls themselves."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    calls: int
+
+
+class UsageSummary(TypedDict):
+    """Token usage of a run: the total and a breakdown per model label."""
+
+    total: TokenUsage
+    by_model: dict[str, TokenUsage]
+
+
+class Proposal(TypedDict):
+    """One proposer call and its result."""
+
+    layer: int
+    """1-based layer number."""
+    model: str
+    """Label of the model that wrote it."""
+    sample: int
+    """0-based index of this proposal within its layer."""
+    text: str
+    """The proposal; empty when the call failed."""
+    usage: TokenUsage
+    latency: float
+    """Seconds spent in the call, retries included."""
+    error: str | None
+    """Why the call failed after its retries, or None."""
+
+
+class Aggregation(TypedDict):
+    """One aggregator call: the final one-shot call or one sliding-window step."""
+
+    kind: Literal["aggregate", "window"]
+    step: int
+    """0-based step number (always 0 for a one-shot aggregation)."""
+    model: str
+    samples: list[int]
+    """Indices of the new proposals in this call's references (last layer)."""
+    reserved: int
+    """How many references were copies of the current synthesis."""
+    text: str
+    usage: TokenUsage
+    latency: float
+
+
+class ProposeTask(TypedDict):
+    """Payload of one `Send` to the `propose` node."""
+
+    layer: int
+    sample: int
+    model: str
+    temperature: float | None
+    seed: int | None
+    messages: list[AnyMessage]
+    references: list[str]
+
+
+class Synthesis(TypedDict):
+    """The running synthesis of Self-MoA-Seq.
+
+    Kept as data, not as a message, so that intermediate syntheses do not show up in
+    `stream_mode="messages"`; the last one becomes the answer's `AIMessage`, with the id of
+    the call that streamed it.
+    """
+
+    text: str
+    id: str | None
+    usage_metadata: dict[str, int] | None
+
+
+class WindowTask(TypedDict):
+    """Payload of one `Send` to the `aggregate_window` node."""
+
+    step: int
+    samples: list[int]
+    reserved: int
+    responses: list[str]
+    messages: list[AnyMessage]
+    final: bool
+
+
+def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSummary:
+    """Reducer that sums two usage summaries."""
+    out = empty_usage()
+    for part in (left, right):
+        if not part:
+            continue
+        _accumulate(out["total"], part["total"])
+        for label, counts in part["by_model"].items():
+            _accumulate(out["by_model"].setdefault(label, zero_tokens()), counts)
+    return out
+
+
+def zero_tokens() -> TokenUsage:
+    """A `TokenUsage` with every count at zero."""
+    return TokenUsage(input_tokens=0, output_tokens=0, total_tokens=0, calls=0)
+
+
+def empty_usage() -> UsageSummary:
+    """A `UsageSummary` with no calls."""
+    return UsageSummary(total=zero_tokens(), by_model={})
+
+
+def usage_delta(label: str, counts: TokenUsage) -> UsageSummary:
+    """The usage summary of calls by one model, ready for the `add_usage` reducer."""
+    return UsageSummary(total=dict(counts), by_model={label: dict(counts)})  # type: ignore[typeddict-item]
+
+
+def _accumulate(into: TokenUsage, counts: TokenUsage) -> None:
+    for key in ("input_tokens", "output_tokens", "total_tokens", "calls"):
+        into[key] += counts.get(key, 0)  # type: ignore[literal-required]
+
+
+class InputState(TypedDict):
+    """What a caller passes in: the conversation so far."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class OutputState(TypedDict):
+    """What a run returns."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    """The conversation with the aggregated answer appended as an `AIMessage`."""
+    answer: str
+    proposals: Annotated[list[Proposal], operator.add]
+    """Every proposer call of the run, failed ones included, in layer then sample order."""
+    aggregations: Annotated[list[Aggregation], operator.add]
+    usage: Annotated[UsageSummary, add_usage]
+    warnings: Annotated[list[str], operator.add]
+
+
+class MoAState(OutputState):
+    """Full state of a run in progress."""
+
+    layer: NotRequired[int]
+    """0-based index of the layer whose proposals are in flight."""
+    batch: NotRequired[int]
+    """0-based index of the sliding-window batch in flight (sliding-window mode)."""
+    pending: NotRequired[Annotated[list[Proposal], operator.add]]
+    """Results of the proposals in flight; moved to `references` by `collect`."""
+    references: NotRequired[list[str]]
+    """Texts of the successful proposals just collected, seen by the next layer or the aggregator."""
+    reference_ids: NotRequired[list[int]]
+    """Sample indices of `references`, in the same order."""
+    synthesis: NotRequired[Synthesis | None]
+    """The current running synthesis (sliding-window mode)."""
+
+
+def new_run() -> dict[str, Any]:
+    """State updates that clear what a previous run on the same thread left behind."""
+    return {
+        "answer": "",
+        "proposals": Overwrite([]),
+        "aggregations": Overwrite([]),
+        "usage": Overwrite(empty_usage()),
+        "warnings": Overwrite([]),
+        "pending": Overwrite([]),
+        "references": [],
+        "reference_ids": [],
+        "synthesis": None,
+        "layer": 0,
+        "batch": 0,
+    }

@@ -1,0 +1,9 @@
+"""Prompt templates used by the selfmoa nodes.
+
+Every prompt is a named constant with its placeholders documented, so it can be read,
+reviewed and overridden in one place.
+"""
+
+from selfmoa.prompts.aggregate import AGGREGATE_PROMPT, format_references
+
+__all__ = ["AGGREGATE_PROMPT", "format_references"]

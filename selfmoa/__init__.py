@@ -1,0 +1,77 @@
+"""selfmoa: Mixture-of-Agents, Self-MoA and Self-MoA-Seq as LangGraph graphs.
+
+Each factory returns an uncompiled LangGraph `StateGraph`: compile it with any
+checkpointer, run it with `invoke`/`ainvoke`/`stream`/`astream`/`batch`, or add it as a
+subgraph node of another agent.
+
+Example:
+    >>> from selfmoa import create_self_moa
+    >>> from selfmoa.testing import FakeChatModel
+    >>> graph = create_self_moa(FakeChatModel(), samples=3).compile()
+    >>> graph.invoke({"messages": [("user", "Name a prime.")]})["answer"].startswith("fake")
+    True
+"""
+
+from selfmoa.graphs import (
+    AggregatorSpec,
+    LayerSpec,
+    MoASpec,
+    ProposerSpec,
+    RunOptions,
+    create_from_spec,
+    create_moa,
+    create_self_moa,
+    create_self_moa_seq,
+    window_calls,
+    window_schedule,
+)
+from selfmoa.nodes import (
+    Aggregation,
+    AggregationError,
+    InputError,
+    InputState,
+    ModelResolutionError,
+    MoAState,
+    OutputState,
+    Proposal,
+    ProposalsFailedError,
+    SelfMoAError,
+    SpecError,
+    TokenUsage,
+    UsageSummary,
+    register_model_provider,
+    resolve_model,
+)
+from selfmoa.prompts import AGGREGATE_PROMPT
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AGGREGATE_PROMPT",
+    "Aggregation",
+    "AggregationError",
+    "AggregatorSpec",
+    "InputError",
+    "InputState",
+    "LayerSpec",
+    "MoASpec",
+    "ModelResolutionError",
+    "MoAState",
+    "OutputState",
+    "Proposal",
+    "ProposalsFailedError",
+    "ProposerSpec",
+    "RunOptions",
+    "SelfMoAError",
+    "SpecError",
+    "TokenUsage",
+    "UsageSummary",
+    "create_from_spec",
+    "create_moa",
+    "create_self_moa",
+    "create_self_moa_seq",
+    "register_model_provider",
+    "resolve_model",
+    "window_calls",
+    "window_schedule",
+]

@@ -1,0 +1,155 @@
+"""Failures and bad input: quorum, retries, aggregator errors, timeouts, one-line messages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from helpers import ask, by_role
+from langgraph.checkpoint.memory import InMemorySaver
+
+from selfmoa import (
+    AggregationError,
+    InputError,
+    ProposalsFailedError,
+    SpecError,
+    create_moa,
+    create_self_moa,
+    create_self_moa_seq,
+)
+from selfmoa.testing import FakeChatModel
+
+FAST = {"retry_delay": 0.0}
+
+
+def test_failed_proposer_is_recorded_and_aggregation_goes_on():
+    model = FakeChatModel(fail_samples={2, 4})
+    out = create_self_moa(model, samples=6, **FAST).compile().invoke(ask())
+    failed = [p for p in out["proposals"] if p["error"]]
+    assert [p["sample"] for p in failed] == [2, 4]
+    assert all("FakeModelError" in p["error"] and p["text"] == "" for p in failed)
+    agg = out["aggregations"][0]
+    assert agg["samples"] == [0, 1, 3, 5]
+    system = by_role(model, "aggregator")[0].messages[0].text
+    assert "[Response 4]" in system and "[Response 5]" not in system, "no padding with copies"
+    # Each failed sample was tried twice (max_attempts=2), the others once.
+    attempts = [c.sample for c in by_role(model, "proposer")]
+    assert sorted(attempts) == [0, 1, 2, 2, 3, 4, 4, 5]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.5])
+def test_failure_rates_with_quorum(rate):
+    model = FakeChatModel(fail_rate=rate)
+    out = create_self_moa(model, samples=10, aggregator=FakeChatModel(model="judge"), **FAST).compile().invoke(ask())
+    failed = sum(1 for p in out["proposals"] if p["error"])
+    assert len(out["proposals"]) == 10 and out["answer"]
+    assert out["aggregations"][0]["samples"] == [p["sample"] for p in out["proposals"] if not p["error"]]
+    if rate == 0.0:
+        assert failed == 0
+    else:
+        assert 0 < failed < 10
+
+
+def test_quorum_not_met_is_one_clear_error():
+    model = FakeChatModel(fail_samples={0, 1, 2})
+    graph = create_self_moa(model, samples=4, min_proposals=2, **FAST).compile()
+    with pytest.raises(ProposalsFailedError) as err:
+        graph.invoke(ask())
+    msg = str(err.value)
+    assert "only 1 of 4 proposals of layer 1 succeeded, 2 needed" in msg
+    assert "fake[0]: FakeModelError" in msg and "lower min_proposals" in msg and "\n" not in msg
+
+
+def test_all_proposers_failing_is_one_clear_error():
+    graph = create_self_moa(FakeChatModel(fail_rate=1.0), samples=3, **FAST).compile()
+    with pytest.raises(ProposalsFailedError, match="only 0 of 3 proposals"):
+        asyncio.run(graph.ainvoke(ask()))
+
+
+def test_all_seq_samples_failing_is_one_clear_error():
+    graph = create_self_moa_seq(FakeChatModel(fail_rate=1.0), samples=8, **FAST).compile()
+    with pytest.raises(ProposalsFailedError, match="only 0 of 8 proposals"):
+        graph.invoke(ask())
+
+
+def test_moa_middle_layer_quorum():
+    good, bad = FakeChatModel(model="good"), FakeChatModel(model="bad", fail_rate=1.0)
+    graph = create_moa([[good, good], [bad, bad], [good]], aggregator=good, **FAST).compile()
+    with pytest.raises(ProposalsFailedError, match="layer 2"):
+        graph.invoke(ask())
+    assert not [c for c in good.calls if c.metadata.get("selfmoa_layer") == 3]
+
+
+def test_retry_recovers_a_transient_failure():
+    model = FakeChatModel(fail_first=1, latency=0)
+    out = create_self_moa(model, samples=1, **FAST).compile().invoke(ask())
+    assert out["proposals"][0]["error"] is None
+    assert len(model.calls) == 3  # failed attempt, retry, aggregation
+
+
+def test_aggregator_failure_is_retried_then_clear_and_proposals_are_kept():
+    worker = FakeChatModel(model="worker")
+    judge = FakeChatModel(model="judge", fail_rate=1.0)
+    graph = create_self_moa(worker, samples=3, aggregator=judge, **FAST).compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "agg-fails"}}
+    with pytest.raises(AggregationError) as err:
+        graph.invoke(ask(), config)
+    assert len(judge.calls) == 2, "retried once"
+    assert "aggregator 'judge' failed after 2 attempt(s)" in str(err.value)
+    assert "invoke the same thread again to resume" in str(err.value)
+    kept = graph.get_state(config).values["proposals"]
+    assert len(kept) == 3 and all(p["text"] for p in kept)
+
+
+def test_hanging_proposer_is_cut_by_the_timeout_sync_and_async():
+    slow = FakeChatModel(latency=5.0)
+    graph = create_self_moa(slow, samples=2, aggregator=FakeChatModel(), timeout=0.2, max_attempts=1).compile()
+    with pytest.raises(ProposalsFailedError, match="TimeoutError: model call took longer than 0.2s"):
+        asyncio.run(graph.ainvoke(ask()))
+    with pytest.raises(ProposalsFailedError, match="TimeoutError"):
+        graph.invoke(ask())
+
+
+def test_empty_proposal_counts_as_failed_not_padded():
+    model = FakeChatModel(reply=lambda call: "" if call.sample == 1 and call.role == "proposer" else "ok text")
+    out = create_self_moa(model, samples=3, **FAST).compile().invoke(ask())
+    assert [p["error"] for p in out["proposals"]] == [None, "empty response", None]
+    assert out["aggregations"][0]["samples"] == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda m: create_self_moa(m, samples=0), "create_self_moa(): samples must be an integer of at least 1, got 0"),
+        (lambda m: create_self_moa(m, samples=2.5), "samples must be an integer"),
+        (lambda m: create_self_moa(m, samples=True), "samples must be an integer"),
+        (lambda m: create_self_moa(m, temperature=-0.1), "temperature"),
+        (lambda m: create_self_moa(m, max_attempts=0), "max_attempts"),
+        (lambda m: create_self_moa(m, timeout=0), "timeout"),
+        (lambda m: create_self_moa(m, samples=2, min_proposals=3), "min_proposals=3 exceeds the 2 proposals"),
+        (lambda m: create_self_moa(m, bogus=1), "create_self_moa() got unknown option 'bogus'"),
+        (lambda m: create_self_moa(42), "model"),
+        (lambda m: create_self_moa(m, prompt="Synthesize these."), "{references} placeholder"),
+        (lambda m: create_moa([], aggregator=m), "layers must be a non-empty list of lists"),
+        (lambda m: create_moa([[m], []], aggregator=m), "layer 2 must be a non-empty list of models"),
+        (lambda m: create_moa([m, m], aggregator=m), "layer 1 must be a non-empty list of models"),
+        (lambda m: create_moa([[m]], aggregator=None), "aggregator is required"),
+        (lambda m: create_self_moa_seq(m, samples=10, window=6, reserved=6), "0 < reserved < window"),
+        (lambda m: create_self_moa_seq(m, samples=10, window=4, reserved=5), "0 < reserved < window"),
+        (lambda m: create_self_moa_seq(m, samples=10, reserved=0), "reserved must be an integer of at least 1"),
+        (lambda m: create_self_moa_seq(m, samples=10, window=1), "window must be an integer of at least 2"),
+        (lambda m: create_self_moa_seq(m, samples=-3), "samples must be an integer of at least 1"),
+    ],
+)
+def test_bad_arguments_fail_at_build_time_with_one_line(build, message):
+    with pytest.raises(SpecError) as err:
+        build(FakeChatModel())
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("payload", [{"messages": []}, {}])
+def test_no_messages_is_a_clear_error(payload):
+    graph = create_self_moa(FakeChatModel(), samples=2).compile()
+    with pytest.raises(InputError, match=r"input has no messages; invoke the graph with \{'messages'"):
+        graph.invoke(payload)

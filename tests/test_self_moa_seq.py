@@ -1,0 +1,88 @@
+"""Self-MoA-Seq: exact window contents, call counts, and pipelining."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import ask, by_role, system_text
+
+from selfmoa import create_self_moa_seq, window_calls, window_schedule
+from selfmoa.testing import FakeChatModel
+
+W, R = 6, 3
+
+
+@pytest.mark.parametrize("n", [1, W, W + 1, 30])
+def test_window_contents_and_call_count(n):
+    model = FakeChatModel()
+    out = create_self_moa_seq(model, samples=n, window=W, reserved=R).compile().invoke(ask())
+    steps = out["aggregations"]
+    assert len(steps) == window_calls(n, W, R) == 1 + -(-max(0, n - W) // (W - R))
+    assert len(by_role(model, "aggregator")) == len(steps)
+    seen = [i for s in steps for i in s["samples"]]
+    assert seen == list(range(n)), "every sample is aggregated exactly once, in order"
+    texts = {p["sample"]: p["text"] for p in out["proposals"]}
+
+    calls = sorted(by_role(model, "aggregator"), key=lambda c: c.metadata["selfmoa_step"])
+    for k, (step, call) in enumerate(zip(steps, calls)):
+        system = system_text(call)
+        refs = [texts[i] for i in step["samples"]]
+        if k == 0:
+            assert step["samples"] == list(range(min(n, W))) and step["reserved"] == 0
+            expected = refs
+        else:
+            assert step["reserved"] == R and len(step["samples"]) <= W - R
+            expected = [steps[k - 1]["text"]] * R + refs
+        assert len(expected) <= W, "the aggregator context stays bounded by the window"
+        for i, text in enumerate(expected, 1):
+            assert f"[Response {i}]\n{text}" in system
+        assert f"[Response {len(expected) + 1}]" not in system
+    assert out["answer"] == steps[-1]["text"] == out["messages"][-1].text
+
+
+def test_windows_are_pipelined_with_sampling():
+    model = FakeChatModel()
+    create_self_moa_seq(model, samples=15, window=W, reserved=R).compile().invoke(ask())
+    step_of = lambda c: c.metadata["langgraph_step"]  # noqa: E731
+    batches = window_schedule(15, W, R)
+    proposals = by_role(model, "proposer")
+    aggregations = sorted(by_role(model, "aggregator"), key=lambda c: c.metadata["selfmoa_step"])
+    for k, agg in enumerate(aggregations[:-1]):
+        # Window k is aggregated in the same superstep that samples the batch of window k+1.
+        next_batch = [c for c in proposals if c.sample in batches[k + 1]]
+        assert {step_of(c) for c in next_batch} == {step_of(agg)}
+    # Every proposal superstep except the first also runs an aggregation.
+    proposal_steps = sorted({step_of(c) for c in proposals})
+    assert len(proposal_steps) == len(batches)
+
+
+def test_failed_samples_are_skipped_not_padded():
+    model = FakeChatModel(fail_samples={1, 7})
+    out = create_self_moa_seq(model, samples=9, window=W, reserved=R, retry_delay=0).compile().invoke(ask())
+    steps = out["aggregations"]
+    assert [s["samples"] for s in steps] == [[0, 2, 3, 4, 5], [6, 8]]
+    assert [p["sample"] for p in out["proposals"] if p["error"]] == [1, 7]
+
+
+def test_a_window_with_no_new_sample_is_skipped_and_the_synthesis_kept():
+    model = FakeChatModel(fail_samples={6, 7, 8})
+    out = create_self_moa_seq(model, samples=9, window=W, reserved=R, retry_delay=0).compile().invoke(ask())
+    assert [s["samples"] for s in out["aggregations"]] == [list(range(6))]
+    assert out["answer"] == out["aggregations"][0]["text"]
+
+
+def test_window_events_and_only_the_last_window_streams():
+    model = FakeChatModel()
+    graph = create_self_moa_seq(model, samples=12, window=W, reserved=R).compile()
+    events, tokens = [], []
+    for mode, part in graph.stream(ask(), stream_mode=["custom", "messages"]):
+        (events if mode == "custom" else tokens).append(part)
+    assert [e["batch"] for e in events if e["selfmoa"] == "window"] == [0, 1, 2]
+    streamed = "".join(m.content for m, meta in tokens if meta["langgraph_node"] == "aggregate_window")
+    last = sorted(by_role(model, "aggregator"), key=lambda c: c.metadata["selfmoa_step"])[-1]
+    assert streamed == last.replies[0]
+
+
+def test_schedule_examples():
+    assert [list(r) for r in window_schedule(10, 6, 3)] == [[0, 1, 2, 3, 4, 5], [6, 7, 8], [9]]
+    assert [list(r) for r in window_schedule(3, 6, 3)] == [[0, 1, 2]]
+    assert [list(r) for r in window_schedule(7, 4, 1)] == [[0, 1, 2, 3], [4, 5, 6]]
