@@ -45,6 +45,8 @@ class _Slot:
     model: str
     temperature: float | None
     seed: int | None
+    group: int
+    """Index of the proposer entry this sample comes from (samples of one entry may share a request)."""
 
 
 def build_graph(spec: MoASpec) -> StateGraph:
@@ -68,11 +70,11 @@ def build_graph(spec: MoASpec) -> StateGraph:
     offset = 0
     for layer in spec.layers:
         slots = []
-        for proposer in layer.proposers:
+        for group, proposer in enumerate(layer.proposers):
             label = models.add(proposer.model)
             temperature = spec.temperature if proposer.temperature is None else proposer.temperature
             for _ in range(proposer.samples):
-                slots.append(_Slot(label, temperature, None if spec.seed is None else spec.seed + offset))
+                slots.append(_Slot(label, temperature, None if spec.seed is None else spec.seed + offset, group))
                 offset += 1
         layers.append(slots)
     aggregator = models.add(spec.aggregator.model or spec.layers[-1].proposers[0].model)
@@ -84,21 +86,21 @@ def build_graph(spec: MoASpec) -> StateGraph:
 
     def proposals_for(state: MoAState, layer: int, indices: range) -> list[Send]:
         references = state.get("references", []) if layer > 0 else []
-        return [
-            Send(
-                "propose",
-                ProposeTask(
-                    layer=layer + 1,
-                    sample=i,
-                    model=layers[layer][i].model,
-                    temperature=layers[layer][i].temperature,
-                    seed=layers[layer][i].seed,
-                    messages=state["messages"],
-                    references=references,
-                ),
+        sends = []
+        for first, n in _requests(layers[layer], indices, spec.sampling == "n"):
+            slot = layers[layer][first]
+            task = ProposeTask(
+                layer=layer + 1,
+                sample=first,
+                model=slot.model,
+                temperature=slot.temperature,
+                seed=slot.seed,
+                n=n,
+                messages=state["messages"],
+                references=references,
             )
-            for i in indices
-        ]
+            sends.append(Send("propose", task))
+        return sends
 
     def first_batch(state: MoAState, layer: int) -> list[Send]:
         return proposals_for(state, layer, batches[0] if layer == last else range(len(layers[layer])))
@@ -188,6 +190,19 @@ def build_graph(spec: MoASpec) -> StateGraph:
         graph.add_conditional_edges("collect", route_collect, ["propose", "aggregate"])
         graph.add_edge("aggregate", END)
     return graph
+
+
+def _requests(slots: list[_Slot], indices: range, batched: bool) -> list[tuple[int, int]]:
+    """(first sample, choices) per request: one per sample, or one per proposer entry."""
+    if not batched:
+        return [(i, 1) for i in indices]
+    requests: list[tuple[int, int]] = []
+    for i in indices:
+        if requests and slots[requests[-1][0]].group == slots[i].group:
+            requests[-1] = (requests[-1][0], requests[-1][1] + 1)
+        else:
+            requests.append((i, 1))
+    return requests
 
 
 def _quorum_error(proposals: list[Proposal], layer: int, needed: int) -> ProposalsFailedError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from typing_extensions import TypedDict
 
@@ -20,6 +20,9 @@ class RunOptions(TypedDict, total=False):
         retry_delay: Seconds before the first retry, doubled after each, default 0.5.
         timeout: Seconds one model call may take, default no limit.
         prompt: Aggregation prompt with a `{references}` placeholder.
+        sampling: "parallel" (one request per sample, the default) or "n" (one request
+            asking for all of a model's samples as `n` choices, where the endpoint
+            supports it).
     """
 
     aggregator_temperature: float | None
@@ -28,6 +31,7 @@ class RunOptions(TypedDict, total=False):
     retry_delay: float
     timeout: float | None
     prompt: str
+    sampling: Literal["parallel", "n"]
 
 
 def make_spec(

@@ -112,6 +112,10 @@ class MoASpec(_Spec):
     """Sampling temperature of the proposers (None: each model's default)."""
     seed: int | None = None
     """Base seed: proposer i of a run gets seed + i, the aggregator gets seed."""
+    sampling: Literal["parallel", "n"] = "parallel"
+    """How the samples of one proposer are drawn: one request each, in parallel (the
+    default; right for llama.cpp, vLLM and unknown endpoints), or one request asking for
+    `n` choices (for endpoints known to return them with correct usage, faster there)."""
     min_proposals: int = Field(default=1, ge=1)
     """Successful proposals needed per layer to go on; failures below it stop the run."""
     max_attempts: int = Field(default=2, ge=1)

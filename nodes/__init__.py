@@ -9,7 +9,14 @@ from selfmoa.nodes.errors import (
     SelfMoAError,
     SpecError,
 )
-from selfmoa.nodes.models import CallPolicy, ModelLike, ModelTable, register_model_provider, resolve_model
+from selfmoa.nodes.models import (
+    CallPolicy,
+    ModelLike,
+    ModelTable,
+    create_model,
+    register_model_provider,
+    resolve_model,
+)
 from selfmoa.nodes.propose import make_propose
 from selfmoa.nodes.state import (
     Aggregation,
@@ -42,6 +49,7 @@ __all__ = [
     "TokenUsage",
     "UsageSummary",
     "WindowTask",
+    "create_model",
     "make_aggregate",
     "make_aggregate_window",
     "make_propose",

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -22,25 +23,27 @@ from langchain_core.runnables import RunnableConfig
 from selfmoa.nodes.errors import ModelResolutionError
 from selfmoa.nodes.state import TokenUsage
 
+T = TypeVar("T")
+
 ModelLike = str | BaseChatModel
 """A chat model instance, or a string such as `"openai:gpt-4o-mini"` or `"local"`."""
 
-_PROVIDERS: dict[str, Callable[[str], BaseChatModel]] = {}
+_PROVIDERS: dict[str, Callable[..., BaseChatModel]] = {}
 _CACHE: dict[str, BaseChatModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def register_model_provider(prefix: str, factory: Callable[[str], BaseChatModel]) -> None:
-    """Teach `resolve_model` a new model-string prefix.
+def register_model_provider(prefix: str, factory: Callable[..., BaseChatModel]) -> None:
+    """Teach `resolve_model` and `create_model` a new model-string prefix.
 
     Args:
         prefix: The part before the first colon, for example `"local"`.
-        factory: Called with the rest of the string (empty when there is none) and
-            returns a chat model. Called once per distinct string per process.
+        factory: Called as `factory(rest, **kwargs)` with the rest of the string (empty
+            when there is none) and any keyword arguments given to `create_model`.
 
     Example:
         >>> from selfmoa.testing import FakeChatModel
-        >>> register_model_provider("fake", lambda name: FakeChatModel(model=name or "fake"))
+        >>> register_model_provider("fake", lambda name, **kw: FakeChatModel(model=name or "fake", **kw))
         >>> resolve_model("fake:demo").model
         'demo'
     """
@@ -48,22 +51,16 @@ def register_model_provider(prefix: str, factory: Callable[[str], BaseChatModel]
 
 
 def resolve_model(spec: ModelLike) -> BaseChatModel:
-    """Return the chat model for a model instance or string.
+    """Return the chat model for a model instance or string, creating it once per process.
 
-    Strings are `"provider:model"` (for example `"openai:gpt-4o-mini"`, which uses
-    `langchain-openai`; other providers go through LangChain's `init_chat_model` and need
-    `pip install langchain` plus the provider's package), or a prefix registered with
-    `register_model_provider` (such as `"local"`). The same string gives the same instance
-    for the life of the process.
+    See `create_model` for the string forms. Graphs call this lazily, on a model's first
+    call, so that building a graph creates no client and reads no key.
 
     Args:
         spec: A chat model (returned as is) or a model string.
 
-    Returns:
-        The chat model.
-
     Raises:
-        ModelResolutionError: The string names no known provider or its package is missing.
+        ModelResolutionError: One line saying what is wrong and how to fix it.
 
     Example:
         >>> from selfmoa.testing import FakeChatModel
@@ -73,40 +70,106 @@ def resolve_model(spec: ModelLike) -> BaseChatModel:
     """
     if isinstance(spec, BaseChatModel):
         return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise ModelResolutionError(
-            f"model must be a LangChain chat model or a non-empty string like 'openai:gpt-4o-mini', got {spec!r}"
-        )
+    _check_string(spec)
     with _CACHE_LOCK:
         if spec not in _CACHE:
-            _CACHE[spec] = _create(spec.strip())
+            _CACHE[spec] = create_model(spec)
         return _CACHE[spec]
 
 
-def _create(spec: str) -> BaseChatModel:
-    prefix, _, rest = spec.partition(":")
-    if prefix in _PROVIDERS:
-        return _PROVIDERS[prefix](rest)
-    if prefix == "openai" and rest:
-        from langchain_openai import ChatOpenAI
+def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
+    """Create a new chat model from a model string.
 
-        # Retries happen in selfmoa's own call layer; a second layer in the client would
-        # multiply attempts. stream_usage keeps token counts when a run is streamed.
-        return ChatOpenAI(model=rest, max_retries=0, stream_usage=True)
+    Forms:
+        - `"openai:MODEL"`: OpenAI through `langchain-openai`; the key is read from
+          `OPENAI_API_KEY` by the client.
+        - `"openai:MODEL@BASE_URL"`: any OpenAI-compatible endpoint (vLLM, llama.cpp
+          server, Ollama, Together, ...), e.g. `"openai:qwen2.5@http://localhost:8000/v1"`.
+          The key comes from `OPENAI_API_KEY`, or from the variable named by a
+          `?key_env=NAME` suffix; a loopback endpoint needs none.
+        - a registered prefix, such as `"local"` or `"local:qwen2.5-coder-1.5b"`.
+        - any other `"provider:model"`, through LangChain's `init_chat_model`.
+
+    Args:
+        spec: The model string.
+        **kwargs: Passed to the model's constructor (e.g. `max_tokens`).
+
+    Raises:
+        ModelResolutionError: Unknown provider, missing package or missing key.
+
+    Example:
+        >>> create_model("openai:qwen2.5@http://127.0.0.1:8000/v1").openai_api_base
+        'http://127.0.0.1:8000/v1'
+    """
+    _check_string(spec)
+    spec = spec.strip()
+    prefix, _, rest = spec.partition(":")
+    try:
+        if prefix in _PROVIDERS:
+            return _PROVIDERS[prefix](rest, **kwargs)
+        if prefix == "openai" and rest:
+            return _openai(rest, kwargs)
+    except ModelResolutionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the client's own error, made one line
+        raise _resolution_error(spec, exc) from None
     try:
         from langchain.chat_models import init_chat_model
     except ImportError:
         raise ModelResolutionError(
-            f"model {spec!r} needs LangChain's init_chat_model: run `pip install langchain` and the "
+            f"model {spec!r} needs LangChain's init_chat_model: run `pip install 'selfmoa[providers]'` and the "
             "provider's package (e.g. langchain-anthropic), or pass a chat model instance"
         ) from None
     try:
-        return init_chat_model(spec)
-    except (ValueError, ImportError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return init_chat_model(spec, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the provider's own error, made one line
+        raise _resolution_error(spec, exc) from None
+
+
+def _check_string(spec: Any) -> None:
+    if not isinstance(spec, str) or not spec.strip():
         raise ModelResolutionError(
-            f"cannot create model {spec!r}: {first_line} (use 'provider:model', e.g. 'openai:gpt-4o-mini')"
-        ) from None
+            f"model must be a LangChain chat model or a non-empty string like 'openai:gpt-4o-mini', got {spec!r}"
+        )
+
+
+def _openai(rest: str, kwargs: dict[str, Any]) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    model, _, endpoint = rest.partition("@")
+    options: dict[str, Any] = {"model": model, "max_retries": 0, "stream_usage": True, **kwargs}
+    # Retries happen in selfmoa's own call layer (CallPolicy), hence max_retries=0 here.
+    # stream_usage keeps token counts when a run is streamed through a custom base URL.
+    if endpoint:
+        base_url, _, query = endpoint.partition("?")
+        options["base_url"] = base_url
+        key_env = dict(p.partition("=")[::2] for p in query.split("&") if p).get("key_env")
+        key = os.environ.get(key_env) if key_env else os.environ.get("OPENAI_API_KEY")
+        if key_env and not key:
+            raise ModelResolutionError(f"model 'openai:{rest}' needs an API key: set the {key_env} environment variable")
+        if not key and _is_loopback(base_url):
+            key = "unused"  # local servers accept any key, the client insists on one
+        if key:
+            options.setdefault("api_key", key)
+    return ChatOpenAI(**options)
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _resolution_error(spec: str, exc: Exception) -> ModelResolutionError:
+    text = " ".join(str(exc).split())
+    if "api_key" in text or "API key" in text or "api key" in text.lower():
+        var = "OPENAI_API_KEY" if spec.startswith("openai:") else "the provider's API key variable"
+        return ModelResolutionError(f"model {spec!r} needs an API key: set {var} (it is read at call time)")
+    first = text[:200] or type(exc).__name__
+    return ModelResolutionError(
+        f"cannot create model {spec!r}: {first} (use 'provider:model', e.g. 'openai:gpt-4o-mini', or 'local')"
+    )
 
 
 def model_label(model: ModelLike) -> str:
@@ -187,10 +250,27 @@ def is_retryable(exc: BaseException) -> bool:
     return not isinstance(exc, (ValueError, TypeError, LookupError, AttributeError, ImportError, NotImplementedError))
 
 
+_HINTS = {
+    "ConnectionError": "cannot reach the endpoint; is the server running and the base URL right?",
+    "AuthenticationError": "the endpoint rejected the API key; check the key's environment variable",
+    "PermissionDeniedError": "the API key may not use this model",
+    "NotFoundError": "the endpoint does not know this model name; check it",
+    "RateLimitError": "rate limited by the endpoint; lower the samples or max_concurrency",
+}
+
+
 def describe_error(exc: BaseException) -> str:
-    """One line naming the error type and its message."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """One line naming the error type, its message and, for known API errors, the fix."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())[:300]
+    # langchain-openai re-raises some errors under its own names (OpenAIAuthenticationError).
+    hint = next((h for key, h in _HINTS.items() if name.endswith(key)), None)
+    if name.endswith("BadRequestError") and "context" in text.lower():
+        hint = "the prompt is longer than the model's context; shorten it, use fewer samples or a larger context"
+    parts = [f"{name}: {text}" if text else name]
+    if hint:
+        parts.append(hint)
+    return " - ".join(parts)
 
 
 class CallPolicy:
@@ -208,32 +288,25 @@ class CallPolicy:
         self.retry_delay = retry_delay
         self.timeout = timeout
 
-    def invoke(
-        self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
-    ) -> AIMessage:
-        """Call `model.invoke` with retries; raises the last error."""
+    def run(self, call: Callable[[], T]) -> T:
+        """Run a blocking call with retries and the time limit; raises the last error."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                if self.timeout is None:
-                    return model.invoke(list(messages), config, **kwargs)  # type: ignore[return-value]
-                return _invoke_with_timeout(model, messages, config, self.timeout, kwargs)
+                return call() if self.timeout is None else _with_timeout(call, self.timeout)
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
                 if attempt == self.max_attempts or not is_retryable(exc):
                     raise
                 time.sleep(self.retry_delay * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
-    async def ainvoke(
-        self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
-    ) -> AIMessage:
-        """Call `model.ainvoke` with retries; raises the last error."""
+    async def arun(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await a call with retries and the time limit; raises the last error."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                call = model.ainvoke(list(messages), config, **kwargs)
                 if self.timeout is None:
-                    return await call  # type: ignore[return-value]
+                    return await call()
                 try:
-                    return await asyncio.wait_for(call, self.timeout)  # type: ignore[return-value]
+                    return await asyncio.wait_for(call(), self.timeout)
                 except asyncio.TimeoutError:
                     raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
@@ -242,10 +315,20 @@ class CallPolicy:
                 await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
+    def invoke(
+        self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
+    ) -> AIMessage:
+        """`model.invoke` under this policy."""
+        return self.run(lambda: model.invoke(list(messages), config, **kwargs))  # type: ignore[return-value]
 
-def _invoke_with_timeout(
-    model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, timeout: float, kwargs: dict
-) -> AIMessage:
+    async def ainvoke(
+        self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
+    ) -> AIMessage:
+        """`model.ainvoke` under this policy."""
+        return await self.arun(lambda: model.ainvoke(list(messages), config, **kwargs))  # type: ignore[return-value]
+
+
+def _with_timeout(call: Callable[[], T], timeout: float) -> T:
     # A blocking call cannot be cancelled, so it runs in a daemon thread that is abandoned
     # (not killed) when it overruns and cannot hold up interpreter exit; copying the
     # context keeps callbacks and streaming attached to the run.
@@ -254,7 +337,7 @@ def _invoke_with_timeout(
 
     def run() -> None:
         try:
-            outcome.set_result(ctx.run(model.invoke, list(messages), config, **kwargs))
+            outcome.set_result(ctx.run(call))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
             outcome.set_exception(exc)
 

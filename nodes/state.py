@@ -76,6 +76,8 @@ class ProposeTask(TypedDict):
     model: str
     temperature: float | None
     seed: int | None
+    n: int
+    """Choices to ask for in this one call (1 unless sampling is "n")."""
     messages: list[AnyMessage]
     references: list[str]
 

@@ -39,6 +39,7 @@ from selfmoa.nodes import (
     SpecError,
     TokenUsage,
     UsageSummary,
+    create_model,
     register_model_provider,
     resolve_model,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "TokenUsage",
     "UsageSummary",
     "create_from_spec",
+    "create_model",
     "create_moa",
     "create_self_moa",
     "create_self_moa_seq",

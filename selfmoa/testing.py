@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -98,6 +98,10 @@ class FakeChatModel(BaseChatModel):
     """The first this many calls fail, then calls succeed (for retry tests)."""
     reply: Callable[[FakeCall], str] | None = None
     """Custom reply function; the default reply names the model and a digest of the input."""
+    max_n: int | None = None
+    """Most choices one call returns; asking for more returns this many (like some servers)."""
+    n_usage: Literal["all", "first"] = "all"
+    """Usage of an `n>1` call: all choices (OpenAI), or the first choice's only (some servers)."""
 
     _calls: list[FakeCall] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -172,7 +176,7 @@ class FakeChatModel(BaseChatModel):
             seed=kwargs.get("seed"),
             sample=int(meta.get("selfmoa_sample", 0)),
             role=meta.get("selfmoa_role"),
-            n=int(kwargs.get("n") or 1),
+            n=min(int(kwargs.get("n") or 1), self.max_n or 1 << 30),
             metadata=dict(meta),
         )
         with self._lock:
@@ -204,15 +208,13 @@ class FakeChatModel(BaseChatModel):
             self.reply(call) if self.reply else self.default_reply(call, base + i) for i in range(call.n)
         ]
         input_tokens = sum(count_tokens(m.text) for m in call.messages)
-        generations = []
-        for text in call.replies:
-            usage = _usage(input_tokens, count_tokens(text))
-            generations.append(ChatGeneration(message=AIMessage(content=text, usage_metadata=usage)))
-        total_out = sum(count_tokens(t) for t in call.replies)
-        return ChatResult(
-            generations=generations,
-            llm_output={"model_name": self.model, "token_usage": _usage(input_tokens, total_out)},
-        )
+        replies = call.replies if self.n_usage == "all" else call.replies[:1]
+        total_out = sum(count_tokens(t) for t in replies)
+        # Like LangChain's OpenAI integration, every choice carries the usage of the whole
+        # response (prompt counted once, all choices' completions), not its own share.
+        usage = _usage(input_tokens, total_out)
+        generations = [ChatGeneration(message=AIMessage(content=t, usage_metadata=usage)) for t in call.replies]
+        return ChatResult(generations=generations, llm_output={"model_name": self.model, "token_usage": usage})
 
     def _generate(
         self,
