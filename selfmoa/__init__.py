@@ -47,6 +47,17 @@ from selfmoa.prompts import AGGREGATE_PROMPT
 
 __version__ = "0.1.0"
 
+
+def _local_provider(name: str, **kwargs):
+    # "local" and "local:NAME" resolve to the embedded llama.cpp model; imported lazily
+    # so that importing selfmoa starts nothing.
+    from selfmoa.local import DEFAULT_LOCAL_MODEL, local_chat_model
+
+    return local_chat_model(name or DEFAULT_LOCAL_MODEL, **kwargs)
+
+
+register_model_provider("local", _local_provider)
+
 __all__ = [
     "AGGREGATE_PROMPT",
     "Aggregation",

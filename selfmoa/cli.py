@@ -1,0 +1,260 @@
+"""The `selfmoa` command: run an ensemble on a prompt, list the local models.
+
+    selfmoa run "What is 17*3?"                       # Self-MoA on the embedded model
+    selfmoa run --method seq --samples 12 "..."       # Self-MoA-Seq
+    selfmoa run --method moa --model local:smollm2-135m --model local --layers 2 "..."
+    selfmoa run --spec hybrid.yaml --json "..."
+    selfmoa models
+
+Errors print one line on stderr that says how to fix them, and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from langchain_core.language_models import BaseChatModel
+
+from selfmoa.graphs import (
+    create_from_spec,
+    create_moa,
+    create_self_moa,
+    create_self_moa_seq,
+    load_spec_file,
+    parse_spec,
+)
+from selfmoa.nodes import SelfMoAError, SpecError, create_model
+from selfmoa.nodes.models import describe_error
+
+METHODS = ("self-moa", "moa", "seq")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `selfmoa` command."""
+    parser = argparse.ArgumentParser(prog="selfmoa", description="Many LLM answers made into one better answer.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,models}")
+
+    run = commands.add_parser("run", help="answer a prompt with an ensemble", description="Answer a prompt with an ensemble.")
+    run.add_argument("prompt", help="the question; '-' reads it from standard input")
+    run.add_argument("--method", choices=METHODS, default="self-moa", help="ensemble method (default: self-moa)")
+    run.add_argument(
+        "--model",
+        action="append",
+        metavar="MODEL",
+        help="proposer model, repeatable for moa (default: local). Forms: local, local:NAME, "
+        "local:/path/model.gguf, openai:MODEL, openai:MODEL@BASE_URL, provider:model",
+    )
+    run.add_argument("--aggregator", metavar="MODEL", help="aggregator model (default: the first proposer model)")
+    run.add_argument("--samples", type=int, default=6, help="samples per run for self-moa and seq (default: 6)")
+    run.add_argument("--layers", type=int, default=2, help="layers of proposers for moa (default: 2)")
+    run.add_argument("--window", type=int, default=6, help="references per aggregation step for seq (default: 6)")
+    run.add_argument("--reserved", type=int, default=3, help="window slots repeating the synthesis for seq (default: 3)")
+    run.add_argument("--spec", metavar="FILE", help="YAML or JSON ensemble spec; overrides --method and the models")
+    run.add_argument("--temperature", type=float, default=0.7, help="proposer temperature (default: 0.7)")
+    run.add_argument("--seed", type=int, help="base seed, for reproducible samples")
+    run.add_argument("--max-tokens", type=int, default=512, help="most tokens per model reply (default: 512)")
+    run.add_argument("--threads", type=int, help="CPU threads of the embedded model (default: $SELFMOA_THREADS or 2)")
+    run.add_argument("--timeout", type=float, help="seconds one model call may take")
+    output = run.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print answer, proposals, usage and timings as JSON")
+    output.add_argument("--stream", action="store_true", help="print the answer's tokens as they come")
+    output.add_argument("--show-graph", action="store_true", help="print the graph as Mermaid and exit")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    run.set_defaults(func=run_command)
+
+    models = commands.add_parser("models", help="list the embedded local models")
+    models.add_argument("--json", action="store_true", help="print the list as JSON")
+    models.set_defaults(func=models_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Example:
+        >>> main(["run", "--show-graph", "hi"])  # doctest: +ELLIPSIS
+        ---
+        ...
+        0
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("selfmoa: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (e.g. `| head`); nothing left to say
+        sys.stderr.close()
+        return 141
+    except (SelfMoAError, RuntimeError, ValueError, OSError) as exc:
+        print(f"selfmoa: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, SelfMoAError) or type(exc).__name__ == "LocalModelError":
+        return " ".join(str(exc).split())
+    return describe_error(exc)
+
+
+# --- selfmoa run ------------------------------------------------------------------------
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`selfmoa run`: build the ensemble, run it, print the answer."""
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise SpecError("the prompt is empty; pass the question as an argument, or '-' to read it from stdin")
+    build_graph(args, lambda name, _: name)  # validate with model strings before any client starts
+    graph = build_graph(args).compile()
+    if args.show_graph:
+        print(graph.get_graph().draw_mermaid())
+        return 0
+    progress = None if args.quiet or args.json else sys.stderr
+    started = time.perf_counter()
+    final = _run(graph, prompt, progress, stream_to=sys.stdout if args.stream else None)
+    elapsed = time.perf_counter() - started
+    if progress:
+        for warning in final.get("warnings", []):
+            print(f"warning: {warning}", file=progress)
+        total = final["usage"]["total"]
+        print(
+            f"done in {elapsed:.1f}s: {total['calls']} calls, {total['input_tokens']} input + "
+            f"{total['output_tokens']} output tokens",
+            file=progress,
+        )
+    if args.json:
+        report = {key: final.get(key) for key in ("answer", "proposals", "aggregations", "usage", "warnings")}
+        report["timings"] = {"total_s": round(elapsed, 3)}
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    elif args.stream:
+        print()
+    else:
+        print(final["answer"])
+    return 0
+
+
+def build_graph(args: argparse.Namespace, make: Any = None):
+    """The uncompiled graph the arguments describe; `make(name, args)` creates each model."""
+    make = make or _make_model
+    if args.spec:
+        spec = load_spec_file(args.spec)
+        parse_spec(spec)  # report a bad spec before any model client is made
+        return create_from_spec(_with_models(spec, args, make))
+    names = args.model or ["local"]
+    models: dict[str, Any] = {}
+
+    def model(name: str) -> Any:
+        if name not in models:
+            models[name] = make(name, args)
+        return models[name]
+
+    options: dict[str, Any] = {"temperature": args.temperature, "seed": args.seed}
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    aggregator = model(args.aggregator) if args.aggregator else None
+    if args.method == "moa":
+        if args.layers < 1:
+            raise SpecError(f"--layers must be at least 1, got {args.layers}")
+        layers = [[model(n) for n in names]] * args.layers
+        return create_moa(layers, aggregator=aggregator or model(names[0]), **options)
+    if len(names) > 1:
+        raise SpecError(f"--method {args.method} takes one --model, got {len(names)}; use --method moa or --spec")
+    if args.method == "seq":
+        return create_self_moa_seq(
+            model(names[0]), samples=args.samples, window=args.window, reserved=args.reserved, aggregator=aggregator, **options
+        )
+    return create_self_moa(model(names[0]), samples=args.samples, aggregator=aggregator, **options)
+
+
+def _make_model(name: str, args: argparse.Namespace) -> BaseChatModel:
+    kwargs: dict[str, Any] = {"max_tokens": args.max_tokens}
+    if name == "local" or name.startswith("local:"):
+        # Enough parallel slots that every sample of a run decodes in one batch.
+        kwargs["slots"] = max(args.samples if args.method != "moa" else len(args.model or [1]), 1)
+        if args.threads:
+            kwargs["threads"] = args.threads
+    return create_model(name, **kwargs)
+
+
+def _with_models(spec: dict, args: argparse.Namespace, make: Any) -> dict:
+    # The spec's model strings become clients made with the command's options (--max-tokens).
+    cache: dict[str, Any] = {}
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in cache:
+                cache[value] = make(value, args)
+            return cache[value]
+        return value
+
+    layers = []
+    for layer in spec.get("layers") or []:
+        proposers = layer.get("proposers", layer) if isinstance(layer, dict) else layer
+        converted = []
+        for p in proposers if isinstance(proposers, list) else []:
+            converted.append({**p, "model": convert(p.get("model"))} if isinstance(p, dict) else convert(p))
+        layers.append(converted)
+    out = {**spec, "layers": layers or spec.get("layers")}
+    aggregator = spec.get("aggregator")
+    if isinstance(aggregator, dict) and aggregator.get("model"):
+        out["aggregator"] = {**aggregator, "model": convert(aggregator["model"])}
+    return out
+
+
+def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | None) -> dict:
+    """Run the graph, reporting proposals and window steps as they land."""
+    modes = ["updates", "custom", "values"] + (["messages"] if stream_to else [])
+    final: dict = {}
+    done = 0
+    for mode, part in graph.stream({"messages": [("user", prompt)]}, stream_mode=modes):
+        if mode == "values":
+            final = part
+        elif mode == "messages" and stream_to:
+            stream_to.write(part[0].content if isinstance(part[0].content, str) else part[0].text)
+            stream_to.flush()
+        elif mode == "custom" and progress and isinstance(part, dict):
+            if part.get("selfmoa") == "layer":
+                print(f"layer {part['layer']}: {part['succeeded']} ok, {part['failed']} failed", file=progress)
+            elif part.get("selfmoa") == "window":
+                print(f"window {part['batch'] + 1}: {part['succeeded']} new samples", file=progress)
+        elif mode == "updates" and progress:
+            for proposal in (part.get("propose") or {}).get("proposals", []):
+                done += 1
+                status = f"failed: {proposal['error']}" if proposal["error"] else f"{proposal['usage']['output_tokens']} tokens"
+                print(
+                    f"  proposal {done} (layer {proposal['layer']}, {proposal['model']}, sample {proposal['sample']}) "
+                    f"in {proposal['latency']:.1f}s, {status}",
+                    file=progress,
+                )
+            for step in (part.get("aggregate") or part.get("aggregate_window") or {}).get("aggregations", []):
+                print(f"  aggregation step {step['step'] + 1} in {step['latency']:.1f}s", file=progress)
+    return final
+
+
+# --- selfmoa models ---------------------------------------------------------------------
+
+
+def models_command(args: argparse.Namespace) -> int:
+    """`selfmoa models`: the embedded models, whether installed, size and path."""
+    from selfmoa.local import list_local_models
+
+    rows = list_local_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        names = ", ".join([row["name"], *row["aliases"]])
+        state = "installed" if row["installed"] else f"not installed: {row['install']}"
+        where = row["path"] or "not joined yet (joined on first use)"
+        print(f"{names}\n  {row['description']} ({row['licence']}), {row['size'] / 1e6:.0f} MB, {state}\n  {where}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The `selfmoa` command line, on the fake model (registered as a provider)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from selfmoa import register_model_provider
+from selfmoa.cli import main
+from selfmoa.testing import FakeChatModel
+
+MADE: dict[str, FakeChatModel] = {}
+
+
+def _fake(name: str, **kwargs) -> FakeChatModel:
+    model = FakeChatModel(model=name or "clifake")
+    MADE[name] = model
+    MADE[f"{name}:kwargs"] = kwargs  # type: ignore[assignment]
+    return model
+
+
+register_model_provider("clifake", _fake)
+
+
+def test_run_prints_the_answer_and_progress(capsys):
+    assert main(["run", "--model", "clifake:a", "--samples", "3", "What is 17*3?"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().startswith("a answer") and out.strip().endswith("What is 17*3?")
+    assert err.count("proposal ") == 3 and "layer 1: 3 ok, 0 failed" in err and "done in" in err
+    assert MADE["a:kwargs"] == {"max_tokens": 512}
+
+
+def test_json_output_has_answer_proposals_usage_and_timings(capsys):
+    assert main(["run", "--model", "clifake:b", "--samples", "4", "--seed", "5", "--json", "Hi"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"answer", "proposals", "aggregations", "usage", "warnings", "timings"}
+    assert len(report["proposals"]) == 4 and report["usage"]["total"]["calls"] == 5
+    assert sorted(c.seed for c in MADE["b"].calls if c.role == "proposer") == [5, 6, 7, 8]
+    assert report["timings"]["total_s"] >= 0
+
+
+def test_stream_prints_tokens_then_newline(capsys):
+    assert main(["run", "--model", "clifake:c", "--samples", "2", "--stream", "-q", "Hi"]) == 0
+    out, err = capsys.readouterr()
+    final = [c for c in MADE["c"].calls if c.role == "aggregator"][0].replies[0]
+    assert out == final + "\n" and err == ""
+
+
+def test_methods_seq_and_moa(capsys):
+    assert main(["run", "--method", "seq", "--model", "clifake:d", "--samples", "9", "--json", "Hi"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["samples"] for s in report["aggregations"]] == [[0, 1, 2, 3, 4, 5], [6, 7, 8]]
+    args = ["run", "--method", "moa", "--model", "clifake:e", "--model", "clifake:f", "--layers", "3", "--json", "Hi"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(p["layer"], p["model"]) for p in report["proposals"]][:2] == [(1, "e"), (1, "f")]
+    assert len(report["proposals"]) == 6
+
+
+def test_spec_file(tmp_path, capsys):
+    spec = tmp_path / "h.yaml"
+    spec.write_text(
+        "layers:\n  - - {model: 'clifake:g', samples: 2}\n    - {model: 'clifake:h', samples: 2}\naggregator: {model: 'clifake:h'}\n"
+    )
+    assert main(["run", "--spec", str(spec), "--max-tokens", "64", "--json", "Hi"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [p["model"] for p in report["proposals"]] == ["g", "g", "h", "h"]
+    assert report["aggregations"][0]["model"] == "h"
+    assert MADE["g:kwargs"] == {"max_tokens": 64}
+
+
+def test_show_graph_prints_mermaid_without_calling_a_model(capsys):
+    MADE.pop("z", None)
+    assert main(["run", "--model", "clifake:z", "--show-graph", "Hi"]) == 0
+    out = capsys.readouterr().out
+    assert "graph TD;" in out and "aggregate" in out
+    assert MADE["z"].calls == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--samples", "0", "--model", "clifake:x", "Hi"], "samples must be an integer of at least 1"),
+        (["run", "--method", "seq", "--window", "3", "--reserved", "3", "--model", "clifake:x", "Hi"], "reserved"),
+        (["run", "--model", "clifake:x", "--model", "clifake:y", "Hi"], "takes one --model"),
+        (["run", "--model", "clifake:x", "   "], "the prompt is empty"),
+        (["run", "--spec", "/nonexistent/spec.yaml", "Hi"], "cannot read spec file"),
+        (["run", "--model", "nosuchprovider:m", "Hi"], "model 'nosuchprovider:m'"),
+        (["run", "--method", "moa", "--layers", "0", "--model", "clifake:x", "Hi"], "--layers must be at least 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    MADE.pop("x", None)
+    assert main(argv) == 2
+    assert "x" not in MADE, "bad input is reported before any model client is made"
+    err = capsys.readouterr().err
+    assert err.startswith("selfmoa: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_failures_in_a_run_are_one_line(capsys):
+    register_model_provider("clibroken", lambda name, **kw: FakeChatModel(model="broken", fail_rate=1.0, **{}))
+    assert main(["run", "--model", "clibroken:x", "--samples", "2", "Hi"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("selfmoa: error: only 0 of 2 proposals of layer 1 succeeded")
+
+
+def test_console_script_exits_non_zero_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layers: [[openai:x]]\nunknown_key: 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "selfmoa.cli", "run", "--spec", str(bad), "Hi"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "selfmoa: error: unknown key 'unknown_key' in spec; remove it or check its spelling\n"
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
