@@ -110,11 +110,13 @@ def run_command(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise SpecError("the prompt is empty; pass the question as an argument, or '-' to read it from stdin")
-    build_graph(args, lambda name, _: name)  # validate with model strings before any client starts
-    graph = build_graph(args).compile()
+    # Built first with the model strings alone: that validates everything and draws the
+    # graph before any client (or the embedded server) starts.
+    unresolved = build_graph(args, lambda name, _: name)
     if args.show_graph:
-        print(graph.get_graph().draw_mermaid())
+        print(unresolved.compile().get_graph().draw_mermaid())
         return 0
+    graph = build_graph(args).compile()
     progress = None if args.quiet or args.json else sys.stderr
     started = time.perf_counter()
     final = _run(graph, prompt, progress, stream_to=sys.stdout if args.stream else None)
