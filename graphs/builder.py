@@ -4,6 +4,7 @@ Shape of every graph::
 
     START -> prepare -> propose (x k, Send) -> collect -> ... -> aggregate -> END
 
+`prepare` fixes the run's plan (the spec, with any overrides from the run's context).
 `collect` is the barrier after each batch of parallel proposals. After an intermediate
 layer it sends the next layer's proposers; after the last layer it goes to `aggregate`
 (one-shot), or, in sliding-window mode, it sends one `aggregate_window` task *and* the
@@ -13,17 +14,18 @@ is being aggregated (Self-MoA-Seq, pipelined).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
 
+from selfmoa.graphs.plan import apply_context, make_plan
 from selfmoa.graphs.schedule import window_schedule
 from selfmoa.graphs.spec import MoASpec
 from selfmoa.nodes import (
     CallPolicy,
+    EnsembleContext,
     InputError,
     InputState,
     ModelTable,
@@ -37,16 +39,7 @@ from selfmoa.nodes import (
     make_aggregate_window,
     make_propose,
 )
-from selfmoa.nodes.state import new_run
-
-
-@dataclass(frozen=True)
-class _Slot:
-    model: str
-    temperature: float | None
-    seed: int | None
-    group: int
-    """Index of the proposer entry this sample comes from (samples of one entry may share a request)."""
+from selfmoa.nodes.state import Plan, PlanSlot, new_run
 
 
 def build_graph(spec: MoASpec) -> StateGraph:
@@ -56,8 +49,8 @@ def build_graph(spec: MoASpec) -> StateGraph:
         spec: A validated spec (see `selfmoa.graphs.spec.parse_spec`).
 
     Returns:
-        A `StateGraph` with input `InputState` and output `OutputState`; compile it with
-        any checkpointer.
+        A `StateGraph` with input `InputState`, output `OutputState` and context
+        `EnsembleContext`; compile it with any checkpointer.
 
     Example:
         >>> from selfmoa.testing import FakeChatModel
@@ -66,56 +59,22 @@ def build_graph(spec: MoASpec) -> StateGraph:
         True
     """
     models = ModelTable()
-    layers: list[list[_Slot]] = []
-    offset = 0
-    for layer in spec.layers:
-        slots = []
-        for group, proposer in enumerate(layer.proposers):
-            label = models.add(proposer.model)
-            temperature = spec.temperature if proposer.temperature is None else proposer.temperature
-            for _ in range(proposer.samples):
-                slots.append(_Slot(label, temperature, None if spec.seed is None else spec.seed + offset, group))
-                offset += 1
-        layers.append(slots)
-    aggregator = models.add(spec.aggregator.model or spec.layers[-1].proposers[0].model)
+    default_plan = make_plan(spec, models)  # validates the models now, at build time
     policy = CallPolicy(max_attempts=spec.max_attempts, retry_delay=spec.retry_delay, timeout=spec.timeout)
-    last = len(layers) - 1
-    windowed = spec.aggregator.mode == "window"
-    window, reserved = spec.aggregator.window, spec.aggregator.reserved
-    batches = window_schedule(len(layers[last]), window, reserved) if windowed else [range(len(layers[last]))]
 
-    def proposals_for(state: MoAState, layer: int, indices: range) -> list[Send]:
-        references = state.get("references", []) if layer > 0 else []
-        sends = []
-        for first, n in _requests(layers[layer], indices, spec.sampling == "n"):
-            slot = layers[layer][first]
-            task = ProposeTask(
-                layer=layer + 1,
-                sample=first,
-                model=slot.model,
-                temperature=slot.temperature,
-                seed=slot.seed,
-                n=n,
-                messages=state["messages"],
-                references=references,
-            )
-            sends.append(Send("propose", task))
-        return sends
-
-    def first_batch(state: MoAState, layer: int) -> list[Send]:
-        return proposals_for(state, layer, batches[0] if layer == last else range(len(layers[layer])))
-
-    def prepare(state: MoAState) -> dict:
+    def prepare(state: MoAState, runtime: Runtime[EnsembleContext]) -> dict:
         if not state.get("messages"):
-            raise InputError(
-                "input has no messages; invoke the graph with {'messages': [('user', 'your question')]}"
-            )
-        return new_run()
+            raise InputError("input has no messages; invoke the graph with {'messages': [('user', 'your question')]}")
+        context = runtime.context if runtime is not None else None
+        plan = default_plan if context is None else make_plan(apply_context(spec, context), models)
+        return {**new_run(), "plan": plan}
 
     def route_start(state: MoAState) -> list[Send]:
-        return first_batch(state, 0)
+        return _first_batch(state, state["plan"], 0)
 
     def collect(state: MoAState) -> dict:
+        plan = state["plan"]
+        last = len(plan["layers"]) - 1
         layer = state.get("layer", 0)
         pending = sorted(state.get("pending", []), key=lambda p: p["sample"])
         ok = [p for p in pending if p["error"] is None]
@@ -125,42 +84,41 @@ def build_graph(spec: MoASpec) -> StateGraph:
             "reference_ids": [p["sample"] for p in ok],
         }
         writer = get_stream_writer()
-        if not windowed or layer < last:
+        if not plan["windowed"] or layer < last:
             writer({"selfmoa": "layer", "layer": layer + 1, "succeeded": len(ok), "failed": len(pending) - len(ok)})
-            if len(ok) < spec.min_proposals:
-                raise _quorum_error(pending, layer + 1, spec.min_proposals)
+            if len(ok) < plan["min_proposals"]:
+                raise _quorum_error(pending, layer + 1, plan["min_proposals"])
             return {**update, "layer": layer + 1}
+        batches = _batches(plan)
         batch = state.get("batch", 0)
         if batch < len(batches):
             writer({"selfmoa": "window", "batch": batch, "succeeded": len(ok), "failed": len(pending) - len(ok)})
             update["batch"] = batch + 1
             if ok or batch + 1 < len(batches):
                 return update
-        return {**update, **_finish(state)}
-
-    def _finish(state: MoAState) -> dict:
-        last_layer = [p for p in state.get("proposals", []) if p["layer"] == last + 1]
-        succeeded = [p for p in last_layer if p["error"] is None]
-        synthesis = state.get("synthesis")
-        if len(succeeded) < spec.min_proposals or synthesis is None:
-            raise _quorum_error(last_layer, last + 1, spec.min_proposals)
-        message = AIMessage(synthesis["text"], id=synthesis["id"], usage_metadata=synthesis["usage_metadata"])
-        return {"answer": synthesis["text"], "messages": [message]}
+        return {**update, **_finish(state, plan)}
 
     def route_collect(state: MoAState) -> list[Send] | str:
         if state.get("answer"):
             return END
+        plan = state["plan"]
+        last = len(plan["layers"]) - 1
         layer = state["layer"]
-        if not windowed:
-            return "aggregate" if layer > last else first_batch(state, layer)
+        if not plan["windowed"]:
+            return "aggregate" if layer > last else _first_batch(state, plan, layer)
         batch = state.get("batch", 0)
         if layer < last or batch == 0:
-            return first_batch(state, layer)
+            return _first_batch(state, plan, layer)
+        batches = _batches(plan)
         sends = []
         if state.get("references"):
             synthesis = state.get("synthesis")
-            carried = [synthesis["text"]] * reserved if synthesis is not None else []
+            carried = [synthesis["text"]] * plan["reserved"] if synthesis is not None else []
             task = WindowTask(
+                model=plan["aggregator"],
+                temperature=plan["aggregator_temperature"],
+                seed=plan["seed"],
+                prompt=plan["prompt"],
                 step=batch - 1,
                 samples=state["reference_ids"],
                 reserved=len(carried),
@@ -170,39 +128,82 @@ def build_graph(spec: MoASpec) -> StateGraph:
             )
             sends.append(Send("aggregate_window", task))
         if batch < len(batches):
-            sends += proposals_for(state, last, batches[batch])
+            sends += _proposals(state, plan, last, batches[batch])
         return sends
 
-    graph = StateGraph(MoAState, input_schema=InputState, output_schema=OutputState)
+    graph = StateGraph(MoAState, context_schema=EnsembleContext, input_schema=InputState, output_schema=OutputState)
     graph.add_node("prepare", prepare)
-    graph.add_node("propose", make_propose(models, policy, spec.prompt))
+    graph.add_node("propose", make_propose(models, policy))
     graph.add_node("collect", collect)
     graph.add_edge(START, "prepare")
     graph.add_conditional_edges("prepare", route_start, ["propose"])
     graph.add_edge("propose", "collect")
-    agg_args = dict(temperature=spec.aggregator.temperature, seed=spec.seed)
-    if windowed:
-        graph.add_node("aggregate_window", make_aggregate_window(models, aggregator, policy, spec.prompt, **agg_args))
+    if default_plan["windowed"]:
+        graph.add_node("aggregate_window", make_aggregate_window(models, policy))
         graph.add_edge("aggregate_window", "collect")
         graph.add_conditional_edges("collect", route_collect, ["propose", "aggregate_window", END])
     else:
-        graph.add_node("aggregate", make_aggregate(models, aggregator, policy, spec.prompt, **agg_args))
+        graph.add_node("aggregate", make_aggregate(models, policy))
         graph.add_conditional_edges("collect", route_collect, ["propose", "aggregate"])
         graph.add_edge("aggregate", END)
     return graph
 
 
-def _requests(slots: list[_Slot], indices: range, batched: bool) -> list[tuple[int, int]]:
+def _batches(plan: Plan) -> list[range]:
+    """Sample indices of the last layer, per batch (one batch unless windowed)."""
+    size = len(plan["layers"][-1])
+    return window_schedule(size, plan["window"], plan["reserved"]) if plan["windowed"] else [range(size)]
+
+
+def _first_batch(state: MoAState, plan: Plan, layer: int) -> list[Send]:
+    last = len(plan["layers"]) - 1
+    indices = _batches(plan)[0] if layer == last else range(len(plan["layers"][layer]))
+    return _proposals(state, plan, layer, indices)
+
+
+def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[Send]:
+    references = state.get("references", []) if layer > 0 else []
+    slots = plan["layers"][layer]
+    sends = []
+    for first, n in _requests(slots, indices, plan["batched"]):
+        slot = slots[first]
+        task = ProposeTask(
+            layer=layer + 1,
+            sample=first,
+            model=slot["model"],
+            temperature=slot["temperature"],
+            seed=slot["seed"],
+            n=n,
+            messages=state["messages"],
+            references=references,
+            prompt=plan["prompt"] if references else "",
+        )
+        sends.append(Send("propose", task))
+    return sends
+
+
+def _requests(slots: list[PlanSlot], indices: range, batched: bool) -> list[tuple[int, int]]:
     """(first sample, choices) per request: one per sample, or one per proposer entry."""
     if not batched:
         return [(i, 1) for i in indices]
     requests: list[tuple[int, int]] = []
     for i in indices:
-        if requests and slots[requests[-1][0]].group == slots[i].group:
+        if requests and slots[requests[-1][0]]["group"] == slots[i]["group"]:
             requests[-1] = (requests[-1][0], requests[-1][1] + 1)
         else:
             requests.append((i, 1))
     return requests
+
+
+def _finish(state: MoAState, plan: Plan) -> dict:
+    last = len(plan["layers"])
+    last_layer = [p for p in state.get("proposals", []) if p["layer"] == last]
+    succeeded = [p for p in last_layer if p["error"] is None]
+    synthesis = state.get("synthesis")
+    if len(succeeded) < plan["min_proposals"] or synthesis is None:
+        raise _quorum_error(last_layer, last, plan["min_proposals"])
+    message = AIMessage(synthesis["text"], id=synthesis["id"], usage_metadata=synthesis["usage_metadata"])
+    return {"answer": synthesis["text"], "messages": [message]}
 
 
 def _quorum_error(proposals: list[Proposal], layer: int, needed: int) -> ProposalsFailedError:

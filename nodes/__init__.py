@@ -20,6 +20,7 @@ from selfmoa.nodes.models import (
 from selfmoa.nodes.propose import make_propose
 from selfmoa.nodes.state import (
     Aggregation,
+    EnsembleContext,
     InputState,
     MoAState,
     OutputState,
@@ -34,6 +35,7 @@ __all__ = [
     "Aggregation",
     "AggregationError",
     "CallPolicy",
+    "EnsembleContext",
     "InputError",
     "InputState",
     "ModelLike",

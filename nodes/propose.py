@@ -19,7 +19,7 @@ CHARS_PER_TOKEN = 4
 """Rough size of a token, used only to notice usage reported for one choice of many."""
 
 
-def make_propose(models: ModelTable, policy: CallPolicy, prompt: str) -> RunnableLambda:
+def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
     """Build the `propose` node for one graph.
 
     The node answers the conversation (first layer) or refines the previous layer's
@@ -36,7 +36,6 @@ def make_propose(models: ModelTable, policy: CallPolicy, prompt: str) -> Runnabl
     Args:
         models: The graph's models, looked up by the label in each task.
         policy: Retries and time limit of each call.
-        prompt: The aggregation prompt used for layers after the first.
 
     Returns:
         A node that runs under both `invoke` and `ainvoke`.
@@ -45,7 +44,7 @@ def make_propose(models: ModelTable, policy: CallPolicy, prompt: str) -> Runnabl
     def prepare(task: ProposeTask, config: RunnableConfig, offset: int) -> tuple[BaseChatModel, list, RunnableConfig]:
         messages = task["messages"]
         if task["references"]:
-            messages = with_references(messages, task["references"], prompt)
+            messages = with_references(messages, task["references"], task["prompt"])
         sample = task["sample"] + offset
         cfg = call_config(config, role="proposer", layer=task["layer"], sample=sample, model=task["model"])
         return models.get(task["model"]), messages, cfg

@@ -10,6 +10,7 @@ not with the square of it.
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage
@@ -68,6 +69,63 @@ class Aggregation(TypedDict):
     latency: float
 
 
+class PlanSlot(TypedDict):
+    """One proposer call of a run's plan."""
+
+    model: str
+    temperature: float | None
+    seed: int | None
+    group: int
+    """Index of the proposer entry it comes from; with `sampling="n"` one request serves a group."""
+
+
+class Plan(TypedDict):
+    """What a run will do, fixed by `prepare` from the spec and the run's context."""
+
+    layers: list[list[PlanSlot]]
+    aggregator: str
+    aggregator_temperature: float | None
+    seed: int | None
+    windowed: bool
+    window: int
+    reserved: int
+    min_proposals: int
+    batched: bool
+    """True when a proposer entry's samples share one request (`sampling="n"`)."""
+    prompt: str
+
+
+@dataclass
+class EnsembleContext:
+    """Per-run settings that override the graph's own (LangGraph's run context).
+
+    Pass them as `graph.invoke(input, context={"samples": 3})`, or edit them per run in
+    LangGraph Studio. Unset fields keep the graph's values; a bad value fails the run at
+    its start with a one-line error.
+
+    Attributes:
+        model: Model string for every proposer (e.g. "local:smollm2-135m").
+        aggregator: Model string of the aggregator.
+        samples: Samples of each proposer entry.
+        temperature: Proposer temperature.
+        aggregator_temperature: Aggregator temperature.
+        window: Sliding-window size (Self-MoA-Seq graphs).
+        reserved: Window slots repeating the synthesis (Self-MoA-Seq graphs).
+        seed: Base seed.
+        prompt: Aggregation prompt with a {references} placeholder.
+    """
+
+    model: str | None = None
+    aggregator: str | None = None
+    samples: int | None = None
+    temperature: float | None = None
+    aggregator_temperature: float | None = None
+    window: int | None = None
+    reserved: int | None = None
+    seed: int | None = None
+    prompt: str | None = None
+
+
 class ProposeTask(TypedDict):
     """Payload of one `Send` to the `propose` node."""
 
@@ -80,6 +138,8 @@ class ProposeTask(TypedDict):
     """Choices to ask for in this one call (1 unless sampling is "n")."""
     messages: list[AnyMessage]
     references: list[str]
+    prompt: str
+    """Aggregation prompt wrapping the references (empty in the first layer)."""
 
 
 class Synthesis(TypedDict):
@@ -98,6 +158,10 @@ class Synthesis(TypedDict):
 class WindowTask(TypedDict):
     """Payload of one `Send` to the `aggregate_window` node."""
 
+    model: str
+    temperature: float | None
+    seed: int | None
+    prompt: str
     step: int
     samples: list[int]
     reserved: int
@@ -160,6 +224,8 @@ class OutputState(TypedDict):
 class MoAState(OutputState):
     """Full state of a run in progress."""
 
+    plan: NotRequired[Plan]
+    """The run's plan, fixed by `prepare`."""
     layer: NotRequired[int]
     """0-based index of the layer whose proposals are in flight."""
     batch: NotRequired[int]

@@ -27,6 +27,7 @@ from selfmoa.graphs import (
 )
 from selfmoa.nodes import (
     Aggregation,
+    EnsembleContext,
     AggregationError,
     InputError,
     InputState,
@@ -63,6 +64,7 @@ __all__ = [
     "Aggregation",
     "AggregationError",
     "AggregatorSpec",
+    "EnsembleContext",
     "InputError",
     "InputState",
     "LayerSpec",

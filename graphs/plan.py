@@ -1,0 +1,102 @@
+"""From a spec (and a run's context) to the plan a run follows."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel
+
+from selfmoa.graphs.spec import MoASpec, parse_spec
+from selfmoa.nodes import EnsembleContext, ModelTable, SpecError
+from selfmoa.nodes.state import Plan, PlanSlot
+
+_TABLE_LOCK = threading.Lock()
+
+
+def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
+    """The plan of a spec: one slot per proposer call, labels registered in `models`.
+
+    Example:
+        >>> plan = make_plan(MoASpec(layers=[[{"model": "openai:m", "samples": 2}]], seed=5), ModelTable())
+        >>> [(s["model"], s["seed"]) for s in plan["layers"][0]], plan["aggregator"]
+        ([('openai:m', 5), ('openai:m', 6)], 'openai:m')
+    """
+    layers: list[list[PlanSlot]] = []
+    offset = 0
+    with _TABLE_LOCK:
+        for layer in spec.layers:
+            slots = []
+            for group, proposer in enumerate(layer.proposers):
+                label = models.add(proposer.model)
+                temperature = spec.temperature if proposer.temperature is None else proposer.temperature
+                for _ in range(proposer.samples):
+                    seed = None if spec.seed is None else spec.seed + offset
+                    slots.append(PlanSlot(model=label, temperature=temperature, seed=seed, group=group))
+                    offset += 1
+            layers.append(slots)
+        aggregator = models.add(spec.aggregator.model or spec.layers[-1].proposers[0].model)
+    return Plan(
+        layers=layers,
+        aggregator=aggregator,
+        aggregator_temperature=spec.aggregator.temperature,
+        seed=spec.seed,
+        windowed=spec.aggregator.mode == "window",
+        window=spec.aggregator.window,
+        reserved=spec.aggregator.reserved,
+        min_proposals=spec.min_proposals,
+        batched=spec.sampling == "n",
+        prompt=spec.prompt,
+    )
+
+
+def apply_context(spec: MoASpec, context: EnsembleContext | dict | None) -> MoASpec:
+    """The spec with a run's context overrides applied and validated again.
+
+    Raises:
+        SpecError: One line naming the bad override.
+
+    Example:
+        >>> spec = MoASpec(layers=[[{"model": "openai:m", "samples": 6}]])
+        >>> apply_context(spec, EnsembleContext(samples=3, model="openai:n")).layers[0].proposers[0].samples
+        3
+    """
+    if context is None:
+        return spec
+    if isinstance(context, dict):
+        context = EnsembleContext(**context)
+    overrides = {k: v for k, v in vars(context).items() if v is not None}
+    if not overrides:
+        return spec
+    data = _as_dict(spec)
+    for layer in data["layers"]:
+        for proposer in layer["proposers"]:
+            if "model" in overrides:
+                proposer["model"] = overrides["model"]
+            if "samples" in overrides:
+                proposer["samples"] = overrides["samples"]
+    for key in ("temperature", "seed", "prompt"):
+        if key in overrides:
+            data[key] = overrides[key]
+    aggregator_keys = {"aggregator": "model", "aggregator_temperature": "temperature", "window": "window", "reserved": "reserved"}
+    for key, field in aggregator_keys.items():
+        if key in overrides:
+            data["aggregator"][field] = overrides[key]
+    if "model" in overrides and "aggregator" not in overrides and spec.aggregator.model is None:
+        data["aggregator"]["model"] = None
+    try:
+        return parse_spec(data)
+    except SpecError as exc:
+        raise SpecError(f"run context {overrides}: {exc}") from None
+
+
+def _as_dict(value: Any) -> Any:
+    # Like model_dump, but chat model instances stay instances rather than becoming dicts.
+    if isinstance(value, BaseChatModel):
+        return value
+    if isinstance(value, BaseModel):
+        return {name: _as_dict(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, list):
+        return [_as_dict(v) for v in value]
+    return value
