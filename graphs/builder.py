@@ -38,6 +38,7 @@ from selfmoa.nodes import (
     make_aggregate,
     make_aggregate_window,
     make_propose,
+    review,
 )
 from selfmoa.nodes.state import Plan, PlanSlot, new_run
 
@@ -105,7 +106,9 @@ def build_graph(spec: MoASpec) -> StateGraph:
         last = len(plan["layers"]) - 1
         layer = state["layer"]
         if not plan["windowed"]:
-            return "aggregate" if layer > last else _first_batch(state, plan, layer)
+            if layer <= last:
+                return _first_batch(state, plan, layer)
+            return "review" if spec.review else "aggregate"
         batch = state.get("batch", 0)
         if layer < last or batch == 0:
             return _first_batch(state, plan, layer)
@@ -144,7 +147,10 @@ def build_graph(spec: MoASpec) -> StateGraph:
         graph.add_conditional_edges("collect", route_collect, ["propose", "aggregate_window", END])
     else:
         graph.add_node("aggregate", make_aggregate(models, policy))
-        graph.add_conditional_edges("collect", route_collect, ["propose", "aggregate"])
+        if spec.review:
+            graph.add_node("review", review)
+            graph.add_edge("review", "aggregate")
+        graph.add_conditional_edges("collect", route_collect, ["propose", "review" if spec.review else "aggregate"])
         graph.add_edge("aggregate", END)
     return graph
 

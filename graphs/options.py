@@ -20,6 +20,8 @@ class RunOptions(TypedDict, total=False):
         retry_delay: Seconds before the first retry, doubled after each, default 0.5.
         timeout: Seconds one model call may take, default no limit.
         prompt: Aggregation prompt with a `{references}` placeholder.
+        review: Pause before the final aggregation so a caller can inspect, edit or drop
+            proposals (needs a checkpointer; see `selfmoa.graphs.review`).
         sampling: "parallel" (one request per sample, the default) or "n" (one request
             asking for all of a model's samples as `n` choices, where the endpoint
             supports it).
@@ -32,6 +34,7 @@ class RunOptions(TypedDict, total=False):
     timeout: float | None
     prompt: str
     sampling: Literal["parallel", "n"]
+    review: bool
 
 
 def make_spec(

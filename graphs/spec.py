@@ -125,6 +125,10 @@ class MoASpec(_Spec):
     """Seconds one model call may take."""
     prompt: str = AGGREGATE_PROMPT
     """Aggregation prompt; must contain the `{references}` placeholder."""
+    review: bool = False
+    """Pause before the final aggregation (LangGraph `interrupt`) so a caller can inspect,
+    edit or drop proposals, then resume with `Command(resume=...)`. Needs a checkpointer
+    and one-shot aggregation."""
 
     @field_validator("prompt")
     @classmethod
@@ -138,6 +142,14 @@ class MoASpec(_Spec):
         if "{references}" not in value:
             raise ValueError("prompt must contain the {references} placeholder where the numbered responses go")
         return value
+
+    @model_validator(mode="after")
+    def _check_review(self) -> MoASpec:
+        if self.review and self.aggregator.mode == "window":
+            raise ValueError(
+                "review works with one-shot aggregation only; set aggregator.mode to 'oneshot' or review to false"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_quorum(self) -> MoASpec:

@@ -18,6 +18,7 @@ from selfmoa.nodes.models import (
     resolve_model,
 )
 from selfmoa.nodes.propose import make_propose
+from selfmoa.nodes.review import apply_review, review
 from selfmoa.nodes.state import (
     Aggregation,
     EnsembleContext,
@@ -51,10 +52,12 @@ __all__ = [
     "TokenUsage",
     "UsageSummary",
     "WindowTask",
+    "apply_review",
     "create_model",
     "make_aggregate",
     "make_aggregate_window",
     "make_propose",
     "register_model_provider",
     "resolve_model",
+    "review",
 ]
