@@ -44,6 +44,7 @@ from selfmoa.nodes import (
     register_model_provider,
     resolve_model,
 )
+from selfmoa.chat_model import MoAChatModel
 from selfmoa.prompts import AGGREGATE_PROMPT
 
 __version__ = "0.1.0"
@@ -68,6 +69,7 @@ __all__ = [
     "InputError",
     "InputState",
     "LayerSpec",
+    "MoAChatModel",
     "MoASpec",
     "ModelResolutionError",
     "MoAState",
