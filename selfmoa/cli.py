@@ -37,7 +37,7 @@ METHODS = ("self-moa", "moa", "seq")
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `selfmoa` command."""
     parser = argparse.ArgumentParser(prog="selfmoa", description="Many LLM answers made into one better answer.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,models}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,models,serve}")
 
     run = commands.add_parser("run", help="answer a prompt with an ensemble", description="Answer a prompt with an ensemble.")
     run.add_argument("prompt", help="the question; '-' reads it from standard input")
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the embedded local models")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
     models.set_defaults(func=models_command)
+
+    serve = commands.add_parser(
+        "serve", help="serve ensembles on an OpenAI-compatible endpoint", description="Serve ensembles on an "
+        "OpenAI-compatible endpoint (/v1/chat/completions). Set SELFMOA_API_KEY to require a bearer token.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument("--config", metavar="FILE", help="YAML file of named ensemble specs and server settings")
+    serve.add_argument("--max-concurrency", type=int, metavar="N", help="ensembles running at once (default: 4)")
+    serve.add_argument("--queue", type=int, metavar="N", help="requests waiting for a slot before 429 (default: 32)")
+    serve.set_defaults(func=serve_command)
     return parser
 
 
@@ -237,6 +248,27 @@ def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | N
             for step in (part.get("aggregate") or part.get("aggregate_window") or {}).get("aggregations", []):
                 print(f"  aggregation step {step['step'] + 1} in {step['latency']:.1f}s", file=progress)
     return final
+
+
+# --- selfmoa serve ----------------------------------------------------------------------
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """`selfmoa serve`: run the OpenAI-compatible server until interrupted."""
+    try:
+        import uvicorn  # noqa: F401 - checked here so that a missing extra is one line
+
+        from selfmoa.server import serve
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("fastapi", "uvicorn", "starlette"):
+            raise
+        print(
+            f"selfmoa: error: `selfmoa serve` needs {exc.name}, which is not installed: pip install 'selfmoa[server]'",
+            file=sys.stderr,
+        )
+        return 2
+    serve(args.host, args.port, args.config, max_concurrency=args.max_concurrency, queue=args.queue)
+    return 0
 
 
 # --- selfmoa models ---------------------------------------------------------------------
