@@ -113,6 +113,7 @@ def make_aggregate(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
         return updates(call, state, call.invoke())
 
     async def aaggregate(state: MoAState, config: RunnableConfig) -> dict:
+        await models.aget(state["plan"]["aggregator"])  # resolves off the event loop
         call = start(state, config)
         return updates(call, state, await call.ainvoke())
 
@@ -151,6 +152,7 @@ def make_aggregate_window(models: ModelTable, policy: CallPolicy) -> RunnableLam
         return updates(call, task, call.invoke())
 
     async def aaggregate_window(task: WindowTask, config: RunnableConfig) -> dict:
+        await models.aget(task["model"])  # resolves off the event loop
         call = start(task, config)
         return updates(call, task, await call.ainvoke())
 

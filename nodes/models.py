@@ -216,6 +216,19 @@ class ModelTable:
         """Return the chat model for a label, resolving model strings on first use."""
         return resolve_model(self._models.get(label, label))
 
+    async def aget(self, label: str) -> BaseChatModel:
+        """`get` for async code: a first resolution runs in a worker thread.
+
+        Creating a model can block for long (the embedded model joins and hashes its
+        weights and starts a server), which must not stall the event loop; async hosts
+        such as `langgraph dev` even reject blocking calls on it.
+        """
+        spec = self._models.get(label, label)
+        if isinstance(spec, BaseChatModel):
+            return spec
+        cached = _CACHE.get(spec)
+        return cached if cached is not None else await asyncio.to_thread(resolve_model, spec)
+
 
 def _same(a: ModelLike, b: ModelLike) -> bool:
     return a == b if isinstance(a, str) and isinstance(b, str) else a is b

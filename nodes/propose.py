@@ -77,6 +77,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
 
     async def apropose_one(task: ProposeTask, config: RunnableConfig, offset: int = 0) -> Proposal:
         started = time.perf_counter()
+        await models.aget(task["model"])  # resolves off the event loop; `prepare` then finds it ready
         model, messages, cfg = prepare(task, config, offset)
         try:
             message = await policy.ainvoke(model, messages, cfg, **kwargs_for(task, offset))
@@ -128,6 +129,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
         if task["n"] == 1:
             return _updates(task, [await apropose_one(task, config)])
         started = time.perf_counter()
+        await models.aget(task["model"])
         model, messages, cfg = prepare(task, config, 0)
         n_kwargs = {"n": task["n"], "stream": False, **_generate_args(cfg), **kwargs_for(task, 0)}
         try:

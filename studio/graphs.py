@@ -1,0 +1,114 @@
+"""The graphs served to LangGraph Studio by `langgraph dev` (see `langgraph.json`).
+
+One compiled graph per method, without a checkpointer (the server brings its own):
+
+- `self_moa`: one model, 4 samples at temperature 0.7, one aggregation call.
+- `moa`: 2 layers of 2 proposers, then an aggregator.
+- `self_moa_seq`: 8 samples aggregated through a sliding window of 4 references,
+  2 of them the running synthesis (3 aggregator calls).
+- `hybrid`: built from `hybrid.yaml` next to this file (3 samples of the default local
+  model + 3 of SmolLM2-135M, sliding-window aggregation).
+
+This is the only module of the project that compiles graphs at import time. It creates no
+model client: graphs hold model *strings*, resolved on a run's first call, so the server
+starts (and shows schemas and drawings) without loading any model.
+
+Environment (read once, when the server imports this module):
+
+- `SELFMOA_STUDIO_MODEL`: a model string that replaces every model of every graph here
+  (proposers and aggregators, the hybrid spec's too), e.g. `local:smollm2-135m` for fast
+  runs or `openai:qwen2.5@http://127.0.0.1:8000/v1`. Default: `local` (the embedded
+  Qwen2.5-Coder-0.5B).
+- `SELFMOA_STUDIO_MAX_TOKENS`: cap on the tokens each embedded-model call generates
+  (default 256; 0 means no cap). Applies to every `local...` model string in this server
+  process, including the ones a run passes in its context.
+
+Per-run settings (samples, window, reserved, temperature, model, aggregator, prompt,
+seed) are the graphs' context schema (`selfmoa.EnsembleContext`): Studio shows them as
+the assistant's context, and `client.runs.wait(..., context={"samples": 2})` sets them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from selfmoa import create_from_spec, create_moa, create_self_moa, create_self_moa_seq, register_model_provider
+from selfmoa.graphs.spec import load_spec_file
+
+__all__ = ["MAX_TOKENS", "MODEL", "hybrid", "moa", "self_moa", "self_moa_seq"]
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MAX_TOKENS = 256
+
+
+def _studio_model() -> str | None:
+    value = os.environ.get("SELFMOA_STUDIO_MODEL", "").strip()
+    return value or None
+
+
+def _max_tokens() -> int | None:
+    raw = os.environ.get("SELFMOA_STUDIO_MAX_TOKENS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_TOKENS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"SELFMOA_STUDIO_MAX_TOKENS must be an integer (0: no cap), got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"SELFMOA_STUDIO_MAX_TOKENS must be >= 0 (0: no cap), got {value}")
+    return value or None
+
+
+OVERRIDE = _studio_model()
+MODEL = OVERRIDE or "local"
+"""The model string of the method graphs."""
+MAX_TOKENS = _max_tokens()
+"""Cap on generated tokens per embedded-model call, or None."""
+
+
+def _studio_local(name: str, **kwargs: Any) -> BaseChatModel:
+    # Why a provider and not `create_model("local", max_tokens=...)` instances: an instance
+    # starts llama.cpp when the server imports this module (before any run, even just to
+    # browse schemas), and Studio's per-run `model` / `aggregator` context fields are
+    # strings, which would resolve through the default, uncapped provider. Re-registering
+    # the "local" prefix in this (server-only) process caps every local model string,
+    # whether it comes from the graphs here or from a run's context.
+    from selfmoa.local import DEFAULT_LOCAL_MODEL, local_chat_model
+
+    if MAX_TOKENS is not None:
+        kwargs.setdefault("max_tokens", MAX_TOKENS)
+    # Resolved lazily by the graph, in a worker thread (the dev server rejects blocking
+    # calls on its event loop, and starting the embedded model blocks).
+    return local_chat_model(name or DEFAULT_LOCAL_MODEL, **kwargs)
+
+
+register_model_provider("local", _studio_local)
+
+
+def _hybrid_spec(path: Path) -> dict:
+    spec = load_spec_file(path)
+    if OVERRIDE is None:
+        return spec
+    for layer in spec.get("layers", []):
+        proposers = layer.get("proposers", []) if isinstance(layer, dict) else layer
+        for i, proposer in enumerate(proposers):
+            if isinstance(proposer, dict):
+                proposer["model"] = OVERRIDE
+            else:
+                proposers[i] = OVERRIDE
+    aggregator = spec.setdefault("aggregator", {})
+    if aggregator.get("model") is not None:
+        aggregator["model"] = OVERRIDE
+    return spec
+
+
+self_moa = create_self_moa(MODEL, samples=4, temperature=0.7).compile(name="self_moa")
+moa = create_moa([[MODEL, MODEL], [MODEL, MODEL]], aggregator=MODEL, temperature=0.7).compile(name="moa")
+self_moa_seq = create_self_moa_seq(MODEL, samples=8, window=4, reserved=2, temperature=0.7).compile(
+    name="self_moa_seq"
+)
+hybrid = create_from_spec(_hybrid_spec(HERE / "hybrid.yaml")).compile(name="hybrid")
