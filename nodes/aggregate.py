@@ -58,7 +58,7 @@ class _Call:
 
     def record(self, message: AIMessage, kind: str, step: int, samples: list[int], reserved: int) -> tuple:
         text = text_of(message)
-        if not text:
+        if not text.strip():
             raise AggregationError(
                 f"aggregator {self.label!r} returned an empty response; check the model or raise its max_tokens"
             )

@@ -244,8 +244,8 @@ def usage_of(message: BaseMessage) -> TokenUsage:
 
 
 def text_of(message: BaseMessage) -> str:
-    """The plain text of a model's reply (content blocks joined)."""
-    return message.text.strip() if hasattr(message, "text") else str(message.content).strip()
+    """The text of a model's reply (content blocks joined), as the model wrote it."""
+    return message.text if hasattr(message, "text") else str(message.content)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -55,7 +55,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
 
     def record(task: ProposeTask, offset: int, started: float, message: Any = None, error: Any = None) -> Proposal:
         text = "" if message is None else text_of(message)
-        reason = describe_error(error) if error is not None else (None if text else "empty response")
+        reason = describe_error(error) if error is not None else (None if text.strip() else "empty response")
         return Proposal(
             layer=task["layer"],
             model=task["model"],

@@ -16,6 +16,8 @@ Run: `python -m pytest -m local_model tests/test_studio.py`
 
 from __future__ import annotations
 
+import importlib.util
+
 import os
 import shutil
 import signal
@@ -105,7 +107,10 @@ def _port_open(port: int) -> bool:
 def _requirements() -> Path:
     pytest.importorskip("langgraph_api", reason="needs: pip install 'selfmoa[studio]'")
     pytest.importorskip("langgraph_sdk", reason="needs: pip install langgraph-sdk")
-    pytest.importorskip("xllamacpp", reason="needs: pip install 'selfmoa[local]'")
+    # Not importorskip: importing xllamacpp here would fix its OpenMP wait policy for this
+    # process before selfmoa.local sets it (see selfmoa/local.py).
+    if importlib.util.find_spec("xllamacpp") is None:
+        pytest.skip("needs: pip install 'selfmoa[local]'")
     row = next(r for r in list_local_models() if r["name"] == "smollm2-135m")
     if not row["installed"]:
         pytest.skip(f"smollm2-135m not installed: {LOCAL_MODELS['smollm2-135m'].install}")
