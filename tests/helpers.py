@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from selfmoa.testing import FakeCall, FakeChatModel
 
 QUESTION = "What is 17*3?"
@@ -20,3 +22,19 @@ def by_role(model: FakeChatModel, role: str) -> list[FakeCall]:
 def system_text(call: FakeCall) -> str:
     """The system message of a call (where the references go)."""
     return call.messages[0].text if call.messages and call.messages[0].type == "system" else ""
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on a loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -18,11 +18,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from helpers import free_port
 
 INSTALL_HINT = "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin; install them with `bash .ci/postgres.sh`"
 DATABASE = "selfmoa_test"
@@ -40,10 +41,6 @@ def find_bindir() -> Path | None:
     return max(candidates)[1] if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -123,7 +120,7 @@ class PostgresServer:
     def _run(self) -> None:
         # A port picked free can be taken before the server binds it: try a few.
         for _ in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             cmd = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
                    "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.sockets}",
                    "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",

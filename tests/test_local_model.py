@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import port_open
 
 from selfmoa.local import (
     LOCAL_MODELS,
@@ -62,12 +62,6 @@ def _thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _root(base_url: str) -> str:
@@ -280,11 +274,11 @@ def test_close_frees_port_and_threads():
         with _OPENER.open(req) as r:
             assert json.load(r)["usage"]["completion_tokens"] > 0
         running = _thread_count()
-        assert _port_open(server.port)
+        assert port_open(server.port)
         server.close()
         server.close()  # idempotent
         assert server.closed
-        assert not _port_open(server.port), "port still listening after close()"
+        assert not port_open(server.port), "port still listening after close()"
         return running, _thread_count()
 
     assert model_path(str(gguf)) == gguf.resolve()  # no hash check, no copy

@@ -21,7 +21,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import free_port, port_open
 
 from selfmoa.local import LOCAL_MODELS, list_local_models
 
@@ -90,18 +90,8 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _requirements() -> Path:
@@ -129,7 +119,7 @@ def server(tmp_path_factory):
     shutil.copytree(STUDIO, work / "studio", ignore=shutil.ignore_patterns("__pycache__", ".langgraph_api"))
     cwd = work / "studio"
     existed = (STUDIO / ".langgraph_api").exists()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
@@ -283,13 +273,13 @@ def test_context_overrides_samples(client, assistants):
 
 def test_stop_leaves_nothing_behind(server, client):
     pid = server.proc.pid
-    assert server.proc.poll() is None and _port_open(server.port)
+    assert server.proc.poll() is None and port_open(server.port)
     server.stop()
     assert server.proc.returncode is not None
     assert not _group_alive(pid), "a process of the server's group survived"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # reaped, not a zombie
-    assert not _port_open(server.port)
+    assert not port_open(server.port)
     # The server's files went to its temporary working directory, not into the repository.
     assert (server.workdir / ".langgraph_api").is_dir()
     assert server.repo_state_dir_existed or not (STUDIO / ".langgraph_api").exists()
