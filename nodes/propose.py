@@ -9,17 +9,18 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.outputs import LLMResult
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import RunnableConfig
+from langgraph._internal._runnable import RunnableCallable
 
-from selfmoa.nodes.calls import call_config, sampling_kwargs, with_references
-from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, text_of, usage_of
+from selfmoa.nodes.calls import call_config, node, sampling_kwargs, with_references
+from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, is_retryable, text_of, usage_of
 from selfmoa.nodes.state import Proposal, ProposeTask, TokenUsage, add_usage, usage_delta, zero_tokens
 
 CHARS_PER_TOKEN = 4
 """Rough size of a token, used only to notice usage reported for one choice of many."""
 
 
-def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
+def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableCallable:
     """Build the `propose` node for one graph.
 
     The node answers the conversation (first layer) or refines the previous layer's
@@ -28,8 +29,8 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
     one failing proposer does not cancel its siblings; `collect` then applies the quorum.
 
     A task with `n > 1` asks the endpoint for n choices in one request (`sampling="n"`).
-    If fewer come back, the missing samples are drawn with separate requests, never
-    padded with copies. Usage is taken once from the response (LangChain puts the whole
+    If fewer come back, or the endpoint refuses such a request, the missing samples are
+    drawn with separate requests (with a warning), never padded with copies. Usage is taken once from the response (LangChain puts the whole
     request's usage on every choice), and a warning is recorded when it looks like one
     choice's worth, as some servers report.
 
@@ -105,6 +106,14 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
             )
         return proposals, warnings
 
+    def rejected(task: ProposeTask, exc: Exception) -> str:
+        # A request the endpoint refuses (e.g. llama.cpp: n above its parallel slots) is
+        # not worth repeating as is; the samples are drawn one request each instead.
+        return (
+            f"{task['model']} rejected n={task['n']} ({describe_error(exc)}); "
+            "drew the samples with separate requests"
+        )
+
     def failed_all(task: ProposeTask, started: float, exc: Exception) -> list[Proposal]:
         return [record(task, j, started, error=exc) for j in range(task["n"])]
 
@@ -117,8 +126,11 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
         try:
             result = policy.run(lambda: model.generate([messages], **n_kwargs))
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the quorum in collect
-            return _updates(task, failed_all(task, started, exc))
-        proposals, warnings = split(task, started, result)
+            if is_retryable(exc):
+                return _updates(task, failed_all(task, started, exc))
+            proposals, warnings = [], [rejected(task, exc)]
+        else:
+            proposals, warnings = split(task, started, result)
         missing = range(len(proposals), task["n"])
         if missing:
             with ThreadPoolExecutor(max_workers=len(missing)) as pool:
@@ -135,13 +147,16 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
         try:
             result = await policy.arun(lambda: model.agenerate([messages], **n_kwargs))
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the quorum in collect
-            return _updates(task, failed_all(task, started, exc))
-        proposals, warnings = split(task, started, result)
+            if is_retryable(exc):
+                return _updates(task, failed_all(task, started, exc))
+            proposals, warnings = [], [rejected(task, exc)]
+        else:
+            proposals, warnings = split(task, started, result)
         missing = range(len(proposals), task["n"])
         proposals += await asyncio.gather(*(apropose_one(task, config, j) for j in missing))
         return _updates(task, proposals, warnings)
 
-    return RunnableLambda(propose, afunc=apropose, name="propose")
+    return node(propose, apropose, name="propose", trace=True)
 
 
 def _updates(task: ProposeTask, proposals: list[Proposal], warnings: list[str] | None = None) -> dict:

@@ -16,8 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class OpenAIStub:
     """Run with `with OpenAIStub() as stub:`; `stub.base_url` ends in /v1."""
 
-    def __init__(self, *, max_choices: int | None = None, usage: str = "all", api_key: str | None = None):
+    def __init__(
+        self, *, max_choices: int | None = None, usage: str = "all", api_key: str | None = None, max_n: int | None = None
+    ):
         self.max_choices = max_choices
+        self.max_n = max_n  # above it, refuse the request with 400 (as llama.cpp does past its slots)
         self.usage = usage
         self.api_key = api_key
         self.requests: list[dict] = []
@@ -36,6 +39,9 @@ class OpenAIStub:
                     stub.auth_headers.append(self.headers.get("Authorization"))
                 if stub.api_key and self.headers.get("Authorization") != f"Bearer {stub.api_key}":
                     return self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+                if stub.max_n and int(body.get("n") or 1) > stub.max_n:
+                    message = f"Field 'n': Value must be between 1 <= value <= {stub.max_n}"
+                    return self._json(400, {"error": {"message": message, "type": "invalid_request_error"}})
                 texts = stub.replies(body)
                 prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
                 counted = texts if stub.usage == "all" else texts[:1]

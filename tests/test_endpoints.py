@@ -54,6 +54,17 @@ def test_fewer_choices_than_asked_are_detected_and_drawn_separately():
     assert out["usage"]["total"]["calls"] == 1 + 4 + 1
 
 
+def test_endpoint_refusing_n_gets_separate_requests():
+    with OpenAIStub(max_n=2) as stub:
+        out = create_self_moa(model(stub), samples=4, sampling="n", seed=1).compile().invoke(ask())
+    proposer_requests = [r for r in stub.requests if len(r["messages"]) == 1]
+    assert [r.get("n", 1) for r in proposer_requests] == [4, 1, 1, 1, 1]
+    assert sorted(r["seed"] for r in proposer_requests[1:]) == [1, 2, 3, 4]
+    assert [p["error"] for p in out["proposals"]] == [None] * 4
+    assert any("rejected n=4" in w for w in out["warnings"])
+    assert out["usage"]["total"]["calls"] == 5
+
+
 def test_usage_reported_for_one_choice_is_flagged():
     with OpenAIStub(usage="first") as stub:
         out = create_self_moa(model(stub), samples=6, sampling="n").compile().invoke(ask())
