@@ -40,6 +40,7 @@ from selfmoa.nodes import (
     make_propose,
     review,
 )
+from selfmoa.nodes.calls import node, trim_references
 from selfmoa.nodes.state import Plan, PlanSlot, new_run
 
 
@@ -61,7 +62,9 @@ def build_graph(spec: MoASpec) -> StateGraph:
     """
     models = ModelTable()
     default_plan = make_plan(spec, models)  # validates the models now, at build time
-    policy = CallPolicy(max_attempts=spec.max_attempts, retry_delay=spec.retry_delay, timeout=spec.timeout)
+    policy = CallPolicy(
+        max_attempts=spec.max_attempts, retry_delay=spec.retry_delay, timeout=spec.timeout, limiter=spec.limiter
+    )
 
     def prepare(state: MoAState, runtime: Runtime[EnsembleContext]) -> dict:
         if not state.get("messages"):
@@ -89,6 +92,13 @@ def build_graph(spec: MoASpec) -> StateGraph:
             writer({"selfmoa": "layer", "layer": layer + 1, "succeeded": len(ok), "failed": len(pending) - len(ok)})
             if len(ok) < plan["min_proposals"]:
                 raise _quorum_error(pending, layer + 1, plan["min_proposals"])
+            if layer < last:  # the next layer's proposers all see these; the aggregators trim their own
+                names = [f"layer {layer + 1} sample {p['sample']}" for p in ok]
+                update["references"], warning = trim_references(
+                    update["references"], names, plan.get("max_reference_chars")
+                )
+                if warning:
+                    update["warnings"] = [warning]
             return {**update, "layer": layer + 1}
         batches = _batches(plan)
         batch = state.get("batch", 0)
@@ -128,6 +138,7 @@ def build_graph(spec: MoASpec) -> StateGraph:
                 responses=carried + state["references"],
                 messages=state["messages"],
                 final=batch == len(batches),
+                max_reference_chars=plan.get("max_reference_chars"),
             )
             sends.append(Send("aggregate_window", task))
         if batch < len(batches):
@@ -135,22 +146,26 @@ def build_graph(spec: MoASpec) -> StateGraph:
         return sends
 
     graph = StateGraph(MoAState, context_schema=EnsembleContext, input_schema=InputState, output_schema=OutputState)
-    graph.add_node("prepare", prepare)
+    graph.add_node("prepare", node(prepare, name="prepare"))
     graph.add_node("propose", make_propose(models, policy))
-    graph.add_node("collect", collect)
+    graph.add_node("collect", node(collect, name="collect"))
     graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", route_start, ["propose"])
+    graph.add_conditional_edges("prepare", node(route_start, name="route_start", trace=True), ["propose"])
     graph.add_edge("propose", "collect")
     if default_plan["windowed"]:
         graph.add_node("aggregate_window", make_aggregate_window(models, policy))
         graph.add_edge("aggregate_window", "collect")
-        graph.add_conditional_edges("collect", route_collect, ["propose", "aggregate_window", END])
+        graph.add_conditional_edges(
+            "collect", node(route_collect, name="route_collect", trace=True), ["propose", "aggregate_window", END]
+        )
     else:
         graph.add_node("aggregate", make_aggregate(models, policy))
         if spec.review:
             graph.add_node("review", review)
             graph.add_edge("review", "aggregate")
-        graph.add_conditional_edges("collect", route_collect, ["propose", "review" if spec.review else "aggregate"])
+        after = "review" if spec.review else "aggregate"
+        edge = node(route_collect, name="route_collect", trace=True)
+        graph.add_conditional_edges("collect", edge, ["propose", after])
         graph.add_edge("aggregate", END)
     return graph
 

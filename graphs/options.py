@@ -7,7 +7,7 @@ from typing import Any, Literal
 from typing_extensions import TypedDict
 
 from selfmoa.graphs.spec import MoASpec, parse_spec
-from selfmoa.nodes import SpecError
+from selfmoa.nodes import CallLimiter, SpecError
 
 
 class RunOptions(TypedDict, total=False):
@@ -22,6 +22,10 @@ class RunOptions(TypedDict, total=False):
         prompt: Aggregation prompt with a `{references}` placeholder.
         review: Pause before the final aggregation so a caller can inspect, edit or drop
             proposals (needs a checkpointer; see `selfmoa.graphs.review`).
+        max_reference_chars: Most characters of references one call sees in all, default
+            24,000; longer references are trimmed to fit, with a warning (None: no limit).
+        limiter: A `selfmoa.CallLimiter` shared by several graphs: a cap on model calls
+            in flight across all their runs.
         sampling: "parallel" (one request per sample, the default) or "n" (one request
             asking for all of a model's samples as `n` choices, where the endpoint
             supports it).
@@ -35,6 +39,8 @@ class RunOptions(TypedDict, total=False):
     prompt: str
     sampling: Literal["parallel", "n"]
     review: bool
+    max_reference_chars: int | None
+    limiter: CallLimiter | None
 
 
 def make_spec(

@@ -48,6 +48,7 @@ def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
         min_proposals=spec.min_proposals,
         batched=spec.sampling == "n",
         prompt=spec.prompt,
+        max_reference_chars=spec.max_reference_chars,
     )
 
 

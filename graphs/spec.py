@@ -28,10 +28,18 @@ from typing import Annotated, Any, Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator, model_validator
 
-from selfmoa.nodes import SpecError
+from selfmoa.nodes import CallLimiter, SpecError
 from selfmoa.prompts import AGGREGATE_PROMPT
 
 Model = str | InstanceOf[BaseChatModel]
+
+_MODEL_HINT = "a model must be a model string like 'openai:gpt-4o-mini' or 'local', or a LangChain chat model"
+
+
+def _check_model(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"{_MODEL_HINT}, got an empty string")
+    return value
 
 
 class _Spec(BaseModel):
@@ -48,6 +56,8 @@ class ProposerSpec(_Spec):
     samples: int = Field(default=1, ge=1)
     temperature: float | None = Field(default=None, ge=0)
     """Overrides the spec's `temperature` for this proposer."""
+
+    _non_empty_model = field_validator("model")(_check_model)
 
     @model_validator(mode="before")
     @classmethod
@@ -85,6 +95,8 @@ class AggregatorSpec(_Spec):
     reserved: int = Field(default=3, ge=1)
     """Window slots that repeat the current synthesis (R, 0 < R < W)."""
     temperature: float | None = Field(default=0.0, ge=0)
+
+    _non_empty_model = field_validator("model")(_check_model)
 
     @model_validator(mode="after")
     def _check_window(self) -> AggregatorSpec:
@@ -125,6 +137,13 @@ class MoASpec(_Spec):
     """Seconds one model call may take."""
     prompt: str = AGGREGATE_PROMPT
     """Aggregation prompt; must contain the `{references}` placeholder."""
+    max_reference_chars: int | None = Field(default=24_000, ge=100)
+    """Most characters of references (proposals, or synthesis and samples in a window)
+    one call sees in all; longer references are trimmed to fit, with a warning in the
+    run's `warnings` (None: no limit)."""
+    limiter: InstanceOf[CallLimiter] | None = Field(default=None, exclude=True)
+    """A `CallLimiter` capping model calls in flight across every graph that shares it;
+    not part of dumps, state or checkpoints."""
     review: bool = False
     """Pause before the final aggregation (LangGraph `interrupt`) so a caller can inspect,
     edit or drop proposals, then resume with `Command(resume=...)`. Needs a checkpointer
@@ -213,7 +232,12 @@ def one_line(exc: ValidationError, what: str) -> str:
     """Turn a pydantic error into one actionable line."""
     errors = exc.errors(include_url=False)
     first = errors[0]
-    loc = ".".join(str(part) for part in first["loc"]) or what
+    parts = [str(part) for part in first["loc"]]
+    if "model" in parts[:-1] and parts[parts.index("model") + 1 :][:1] in (["str"], ["is-instance[BaseChatModel]"]):
+        # A model of the wrong type fails both arms of `str | chat model`: say so once.
+        loc = ".".join(parts[: parts.index("model") + 1])
+        return f"invalid {what} at {loc!r}: {_MODEL_HINT}, got {repr(first.get('input'))[:60]}"
+    loc = ".".join(parts) or what
     if first["type"] == "extra_forbidden":
         msg = f"unknown key {loc!r} in {what}; remove it or check its spelling"
     elif first["type"] == "missing":

@@ -9,6 +9,7 @@ from selfmoa.nodes.errors import (
     SelfMoAError,
     SpecError,
 )
+from selfmoa.nodes.limiter import CallLimiter
 from selfmoa.nodes.models import (
     CallPolicy,
     ModelLike,
@@ -35,6 +36,7 @@ from selfmoa.nodes.state import (
 __all__ = [
     "Aggregation",
     "AggregationError",
+    "CallLimiter",
     "CallPolicy",
     "EnsembleContext",
     "InputError",

@@ -6,9 +6,9 @@ import time
 from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, AnyMessage
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 
-from selfmoa.nodes.calls import call_config, sampling_kwargs, with_references
+from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_references, with_references
 from selfmoa.nodes.errors import AggregationError
 from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, text_of, usage_of
 from selfmoa.nodes.state import Aggregation, MoAState, Synthesis, WindowTask, usage_delta
@@ -31,11 +31,15 @@ class _Call:
         responses: Sequence[str],
         final: bool,
         step: int,
+        names: Sequence[str],
+        max_chars: int | None,
     ):
         self.label, self.policy, self.started = model, policy, time.perf_counter()
         self.model = models.get(model)
+        responses, self.warning = trim_references(responses, names, max_chars)
         self.messages = with_references(conversation, responses, prompt)
         self.config = call_config(config, role="aggregator", final=final, model=model, step=step)
+        self.step = step
         self.kwargs = sampling_kwargs(temperature, seed)
 
     def invoke(self) -> AIMessage:
@@ -75,8 +79,12 @@ class _Call:
         )
         return text, agg, usage_delta(self.label, usage)
 
+    def warnings(self) -> dict:
+        """The `warnings` update of this call: what trimming its references cut, if anything."""
+        return {"warnings": [f"aggregation step {self.step}: {self.warning}"]} if self.warning else {}
 
-def make_aggregate(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
+
+def make_aggregate(models: ModelTable, policy: CallPolicy) -> Runnable:
     """Build the one-shot `aggregate` node.
 
     It synthesizes `state["references"]` (the last layer's successful proposals) into the
@@ -102,11 +110,13 @@ def make_aggregate(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
             responses=state["references"],
             final=True,
             step=0,
+            names=[f"sample {i}" for i in state.get("reference_ids", [])],
+            max_chars=plan.get("max_reference_chars"),
         )
 
     def updates(call: _Call, state: MoAState, message: AIMessage) -> dict:
         text, record, usage = call.record(message, "aggregate", 0, state.get("reference_ids", []), 0)
-        return {"answer": text, "messages": [message], "aggregations": [record], "usage": usage}
+        return {"answer": text, "messages": [message], "aggregations": [record], "usage": usage, **call.warnings()}
 
     def aggregate(state: MoAState, config: RunnableConfig) -> dict:
         call = start(state, config)
@@ -117,10 +127,10 @@ def make_aggregate(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
         call = start(state, config)
         return updates(call, state, await call.ainvoke())
 
-    return RunnableLambda(aggregate, afunc=aaggregate, name="aggregate")
+    return node(aggregate, aaggregate, name="aggregate", trace=True)
 
 
-def make_aggregate_window(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
+def make_aggregate_window(models: ModelTable, policy: CallPolicy) -> Runnable:
     """Build the `aggregate_window` node: one step of the Self-MoA-Seq sliding window.
 
     Each task holds the window's responses (the current synthesis repeated `reserved`
@@ -140,12 +150,15 @@ def make_aggregate_window(models: ModelTable, policy: CallPolicy) -> RunnableLam
             responses=task["responses"],
             final=task["final"],
             step=task["step"],
+            names=[f"synthesis copy {j + 1}" for j in range(task["reserved"])]
+            + [f"sample {i}" for i in task["samples"]],
+            max_chars=task.get("max_reference_chars"),
         )
 
     def updates(call: _Call, task: WindowTask, message: AIMessage) -> dict:
         text, record, usage = call.record(message, "window", task["step"], task["samples"], task["reserved"])
         synthesis = Synthesis(text=text, id=message.id, usage_metadata=message.usage_metadata)
-        return {"synthesis": synthesis, "aggregations": [record], "usage": usage}
+        return {"synthesis": synthesis, "aggregations": [record], "usage": usage, **call.warnings()}
 
     def aggregate_window(task: WindowTask, config: RunnableConfig) -> dict:
         call = start(task, config)
@@ -156,4 +169,4 @@ def make_aggregate_window(models: ModelTable, policy: CallPolicy) -> RunnableLam
         call = start(task, config)
         return updates(call, task, await call.ainvoke())
 
-    return RunnableLambda(aggregate_window, afunc=aaggregate_window, name="aggregate_window")
+    return node(aggregate_window, aaggregate_window, name="aggregate_window", trace=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import os
 import threading
@@ -21,6 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 
 from selfmoa.nodes.errors import ModelResolutionError
+from selfmoa.nodes.limiter import CallLimiter
 from selfmoa.nodes.state import TokenUsage
 
 T = TypeVar("T")
@@ -294,18 +296,44 @@ class CallPolicy:
             retries, so there is one retry layer.
         retry_delay: Seconds before the first retry, doubled each time.
         timeout: Seconds one attempt may take, or None for no limit.
+        limiter: A `CallLimiter` shared with other graphs, held around each attempt
+            (waiting for it does not count against `timeout`), or None.
     """
 
-    def __init__(self, *, max_attempts: int = 2, retry_delay: float = 0.5, timeout: float | None = None):
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 2,
+        retry_delay: float = 0.5,
+        timeout: float | None = None,
+        limiter: CallLimiter | None = None,
+    ):
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.timeout = timeout
+        self.limiter = limiter
+
+    def _attempt(self, call: Callable[[], T]) -> T:
+        with self.limiter or contextlib.nullcontext():
+            return call() if self.timeout is None else _with_timeout(call, self.timeout)
+
+    async def _aattempt(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self.limiter or contextlib.nullcontext():
+            return await self._atimed(call)
+
+    async def _atimed(self, call: Callable[[], Awaitable[T]]) -> T:
+        if self.timeout is None:
+            return await call()
+        try:
+            return await asyncio.wait_for(call(), self.timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
 
     def run(self, call: Callable[[], T]) -> T:
         """Run a blocking call with retries and the time limit; raises the last error."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return call() if self.timeout is None else _with_timeout(call, self.timeout)
+                return self._attempt(call)
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
                 if attempt == self.max_attempts or not is_retryable(exc):
                     raise
@@ -316,12 +344,7 @@ class CallPolicy:
         """Await a call with retries and the time limit; raises the last error."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                if self.timeout is None:
-                    return await call()
-                try:
-                    return await asyncio.wait_for(call(), self.timeout)
-                except asyncio.TimeoutError:
-                    raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
+                return await self._aattempt(call)
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
                 if attempt == self.max_attempts or not is_retryable(exc):
                     raise

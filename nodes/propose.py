@@ -9,9 +9,9 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.outputs import LLMResult
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 
-from selfmoa.nodes.calls import call_config, sampling_kwargs, with_references
+from selfmoa.nodes.calls import call_config, node, sampling_kwargs, with_references
 from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, is_retryable, text_of, usage_of
 from selfmoa.nodes.state import Proposal, ProposeTask, TokenUsage, add_usage, usage_delta, zero_tokens
 
@@ -19,7 +19,7 @@ CHARS_PER_TOKEN = 4
 """Rough size of a token, used only to notice usage reported for one choice of many."""
 
 
-def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
+def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
     """Build the `propose` node for one graph.
 
     The node answers the conversation (first layer) or refines the previous layer's
@@ -155,7 +155,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> RunnableLambda:
         proposals += await asyncio.gather(*(apropose_one(task, config, j) for j in missing))
         return _updates(task, proposals, warnings)
 
-    return RunnableLambda(propose, afunc=apropose, name="propose")
+    return node(propose, apropose, name="propose", trace=True)
 
 
 def _updates(task: ProposeTask, proposals: list[Proposal], warnings: list[str] | None = None) -> dict:

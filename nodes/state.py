@@ -93,6 +93,8 @@ class Plan(TypedDict):
     batched: bool
     """True when a proposer entry's samples share one request (`sampling="n"`)."""
     prompt: str
+    max_reference_chars: NotRequired[int | None]
+    """Budget of the references of one call, in characters (None: no limit)."""
 
 
 @dataclass
@@ -168,6 +170,7 @@ class WindowTask(TypedDict):
     responses: list[str]
     messages: list[AnyMessage]
     final: bool
+    max_reference_chars: NotRequired[int | None]
 
 
 def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSummary:

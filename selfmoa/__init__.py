@@ -27,6 +27,7 @@ from selfmoa.graphs import (
 )
 from selfmoa.nodes import (
     Aggregation,
+    CallLimiter,
     EnsembleContext,
     AggregationError,
     InputError,
@@ -65,6 +66,7 @@ __all__ = [
     "Aggregation",
     "AggregationError",
     "AggregatorSpec",
+    "CallLimiter",
     "EnsembleContext",
     "InputError",
     "InputState",

@@ -205,9 +205,11 @@ def test_server_shape(smol_server):
     assert smol_server.model_name == SMOL
     assert smol_server.threads == int(os.environ.get("SELFMOA_THREADS", "2"))
     assert os.environ.get("OMP_WAIT_POLICY")  # set before xllamacpp loaded
-    with _OPENER.open(f"{_root(smol_server.base_url)}/slots") as r:
-        slots = json.load(r)
-    # llama.cpp splits n_ctx evenly: each slot must get the per-slot size.
+    # A private server has exactly the shape asked for (a shared one may be bigger, when
+    # another test started it first): llama.cpp splits n_ctx evenly over the slots.
+    with start_local_server(SMOL, slots=SMOL_SLOTS, ctx_per_slot=SMOL_CTX) as private:
+        with _OPENER.open(f"{_root(private.base_url)}/slots") as r:
+            slots = json.load(r)
     assert len(slots) == SMOL_SLOTS
     assert all(s["n_ctx"] == SMOL_CTX for s in slots)
     # Same model, fewer slots: the running shared server is reused.

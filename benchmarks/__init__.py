@@ -1,0 +1,1 @@
+"""selfmoa benchmarks: run `python -m benchmarks` (see benchmarks/README.md)."""
