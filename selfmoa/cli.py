@@ -37,7 +37,7 @@ METHODS = ("self-moa", "moa", "seq")
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `selfmoa` command."""
     parser = argparse.ArgumentParser(prog="selfmoa", description="Many LLM answers made into one better answer.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,models,serve}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,models,serve,eval}")
 
     run = commands.add_parser("run", help="answer a prompt with an ensemble", description="Answer a prompt with an ensemble.")
     run.add_argument("prompt", help="the question; '-' reads it from standard input")
@@ -81,6 +81,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrency", type=int, metavar="N", help="ensembles running at once (default: 4)")
     serve.add_argument("--queue", type=int, metavar="N", help="requests waiting for a slot before 429 (default: 32)")
     serve.set_defaults(func=serve_command)
+
+    ev = commands.add_parser(
+        "eval", help="compare the methods on a benchmark task", description="Run single, self-moa, moa and seq "
+        "on the same items of a task; cache each finished item in --out (a rerun resumes); write a Markdown "
+        "table, a JSON file of all figures and PNG plots. Needs: pip install 'selfmoa[eval]'.",
+    )
+    ev.add_argument("--task", required=True, help="gsm8k, hellaswag, humaneval or rg-basic-arithmetic")
+    ev.add_argument("--methods", default="single,self-moa,moa,seq", help="comma-separated (default: all four)")
+    ev.add_argument("--models", default="local", help="comma-separated; the first (A) is the strong model and "
+                    "the aggregator (default: local)")
+    ev.add_argument("--limit", type=int, help="first N items of the task (default: all)")
+    ev.add_argument("--samples", type=int, default=6, help="samples k per ensemble (default: 6)")
+    ev.add_argument("--samples-sweep", metavar="K,K,...", help="also run self-moa and seq with these k")
+    ev.add_argument("--window", type=int, default=4, help="references per seq aggregation step (default: 4)")
+    ev.add_argument("--reserved", type=int, default=2, help="seq window slots repeating the synthesis (default: 2)")
+    ev.add_argument("--temperature", type=float, default=0.7, help="proposer temperature (default: 0.7)")
+    ev.add_argument("--max-tokens", type=int, help="most tokens per reply (default: the task's own)")
+    ev.add_argument("--seed", type=int, default=0, help="base seed of the samples (default: 0)")
+    ev.add_argument("--threads", type=int, help="CPU threads of the embedded models")
+    ev.add_argument("--out", default="results", help="directory for the cache, table, JSON and plots")
+    ev.add_argument("--no-diversity", action="store_true", help="skip the Vendi diversity (no embedding model)")
+    ev.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
+    ev.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    ev.set_defaults(func=eval_command)
     return parser
 
 
@@ -269,6 +293,23 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     serve(args.host, args.port, args.config, max_concurrency=args.max_concurrency, queue=args.queue)
     return 0
+
+
+# --- selfmoa eval -----------------------------------------------------------------------
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """`selfmoa eval`: run the methods on a task, resumably, and write the report."""
+    try:
+        from selfmoa.evals.cli import eval_main
+
+        return eval_main(args)
+    except ImportError as exc:  # the eval extra's packages are imported lazily, when needed
+        if (exc.name or "selfmoa").split(".")[0] == "selfmoa":
+            raise
+        print(f"selfmoa: error: `selfmoa eval` needs {exc.name}, which is not installed: pip install 'selfmoa[eval]'",
+              file=sys.stderr)
+        return 2
 
 
 # --- selfmoa models ---------------------------------------------------------------------

@@ -189,6 +189,11 @@ def test_end_to_end_exact_figures(tmp_path):
     assert rows["single"]["output_tokens_per_item"] == 2  # "Answer: X" is two fake tokens
     assert report["fit"]["configs"] == 4 and "alpha" in report["fit"]
     # every record keeps its proposals with their own scores
+    # with a sweep, seq k=2 (a window holding every sample) is self-moa k=2, counted once in the fit
+    swept = EvalSettings(**{**_settings(4).__dict__, "sweep": [2]})
+    report = build_report(run_eval(swept, tmp_path, progress=False), {"task": "hellaswag"}, _one_hot)
+    assert [r.get("same_as") for r in report["rows"] if r["config"].endswith("k=2")] == [None, "self-moa k=2"]
+    assert report["fit"]["configs"] == 5
     record = by_config["moa AAABBB"][0]
     assert [(p["model"], p["correct"]) for p in record["proposals"]] == [
         ("a", True), ("a", True), ("a", False), ("b", False), ("b", False), ("b", False)]
@@ -235,6 +240,8 @@ def test_cli_writes_table_json_and_plots(tmp_path, capsys):
     assert figures["meta"]["max_tokens"] == 16 and figures["meta"]["sweep"] == [2, 4]
     table = (out / "results.md").read_text()
     assert "| self-moa | 3 | 1.000 (3/3) | 0.333 |" in table
+    assert "| seq k=4 (= self-moa k=4) | 3 |" in table and rows["seq k=4"]["same_as"] == "self-moa k=4"
+    assert figures["fit"]["configs"] == 0 and "needs at least 4" in figures["fit"]["note"]  # --no-diversity
     for png in ("accuracy.png", "quality_diversity.png", "samples.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     write_report(figures, out, with_plots=False)  # a report re-renders from its own JSON

@@ -82,7 +82,8 @@ def test_temperature_zero_gives_identical_samples_not_padding(fake):
 
 @pytest.mark.parametrize("runner", ["invoke", "ainvoke", "stream", "astream", "batch", "abatch"])
 def test_every_way_of_running_gives_the_same_answer_in_parallel(runner):
-    model = FakeChatModel(latency=0.05)
+    # Long enough that all six calls overlap even on a busy 2-core machine.
+    model = FakeChatModel(latency=0.3)
     graph = create_self_moa(model, samples=6).compile()
     expected = create_self_moa(FakeChatModel(), samples=6).compile().invoke(ask())["answer"]
 

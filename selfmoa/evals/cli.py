@@ -1,0 +1,54 @@
+"""The body of `selfmoa eval` (the parser lives in `selfmoa.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from selfmoa.evals.report import build_report, machine, write_report
+from selfmoa.evals.runner import EvalSettings, run_eval
+from selfmoa.evals.tasks import get_task
+
+
+def _ints(text: str | None) -> list[int]:
+    try:
+        return [int(x) for x in (text or "").split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--samples-sweep takes comma-separated integers such as 2,4,6, got {text!r}") from None
+
+
+def eval_main(args: argparse.Namespace, embed=None) -> int:
+    """Run the eval the arguments describe, then write the report; returns the exit status."""
+    task = get_task(args.task)
+    settings = EvalSettings(
+        task=args.task,
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        limit=args.limit, samples=args.samples, sweep=_ints(args.samples_sweep), temperature=args.temperature,
+        max_tokens=args.max_tokens, seed=args.seed, window=args.window, reserved=args.reserved, threads=args.threads,
+    )
+    out = Path(args.out)
+    started = time.perf_counter()
+    by_config = run_eval(settings, out, task=task, progress=not args.quiet)
+    if embed is None and not args.no_diversity:
+        from selfmoa.evals.metrics import minilm_embedder
+
+        embed = minilm_embedder()
+    meta = {
+        "task": args.task, "models": settings.models, "methods": settings.methods, "limit": args.limit,
+        "samples": args.samples, "sweep": settings.sweep, "temperature": args.temperature,
+        "max_tokens": args.max_tokens or task.max_tokens, "seed": args.seed, "window": args.window,
+        "reserved": args.reserved, "command": "selfmoa " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"]
+        else "selfmoa eval ...", "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "elapsed_s": time.perf_counter() - started,
+    }
+    report = build_report(by_config, meta, embed)
+    written = write_report(report, out, with_plots=not args.no_plots)
+    if not args.quiet:
+        print((out / "results.md").read_text(encoding="utf-8"), file=sys.stderr)
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0

