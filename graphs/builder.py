@@ -41,7 +41,7 @@ from selfmoa.nodes import (
     review,
 )
 from selfmoa.nodes.calls import node, trim_references
-from selfmoa.nodes.state import Plan, PlanSlot, new_run
+from selfmoa.nodes.state import Plan, PlanGroup, Tally, new_run
 
 
 def build_graph(spec: MoASpec) -> StateGraph:
@@ -80,18 +80,20 @@ def build_graph(spec: MoASpec) -> StateGraph:
         plan = state["plan"]
         last = len(plan["layers"]) - 1
         layer = state.get("layer", 0)
-        pending = sorted(state.get("pending", []), key=lambda p: p["sample"])
+        pending = sorted(state.get("pending", []), key=lambda p: (p["sample"], p["model"]))
         ok = [p for p in pending if p["error"] is None]
         update: dict = {
             "pending": Overwrite([]),
             "references": [p["text"] for p in ok],
             "reference_ids": [p["sample"] for p in ok],
         }
+        if pending and not plan.get("keep_all", True):  # `propose` appended them; keep this batch only
+            update["proposals"] = Overwrite(pending)
         writer = get_stream_writer()
         if not plan["windowed"] or layer < last:
             writer({"selfmoa": "layer", "layer": layer + 1, "succeeded": len(ok), "failed": len(pending) - len(ok)})
             if len(ok) < plan["min_proposals"]:
-                raise _quorum_error(pending, layer + 1, plan["min_proposals"])
+                raise _quorum_error(pending, layer + 1, len(ok), len(pending) - len(ok), plan["min_proposals"])
             if layer < last:  # the next layer's proposers all see these; the aggregators trim their own
                 names = [f"layer {layer + 1} sample {p['sample']}" for p in ok]
                 update["references"], warning = trim_references(
@@ -100,6 +102,9 @@ def build_graph(spec: MoASpec) -> StateGraph:
                 if warning:
                     update["warnings"] = [warning]
             return {**update, "layer": layer + 1}
+        before = state.get("tally") or Tally(succeeded=0, failed=0)
+        tally = Tally(succeeded=before["succeeded"] + len(ok), failed=before["failed"] + len(pending) - len(ok))
+        update["tally"] = tally
         batches = _batches(plan)
         batch = state.get("batch", 0)
         if batch < len(batches):
@@ -107,7 +112,7 @@ def build_graph(spec: MoASpec) -> StateGraph:
             update["batch"] = batch + 1
             if ok or batch + 1 < len(batches):
                 return update
-        return {**update, **_finish(state, plan)}
+        return {**update, **_finish(state, plan, tally)}
 
     def route_collect(state: MoAState) -> list[Send] | str:
         if state.get("answer"):
@@ -139,6 +144,7 @@ def build_graph(spec: MoASpec) -> StateGraph:
                 messages=state["messages"],
                 final=batch == len(batches),
                 max_reference_chars=plan.get("max_reference_chars"),
+                keep_all=plan.get("keep_all", True),
             )
             sends.append(Send("aggregate_window", task))
         if batch < len(batches):
@@ -172,28 +178,31 @@ def build_graph(spec: MoASpec) -> StateGraph:
 
 def _batches(plan: Plan) -> list[range]:
     """Sample indices of the last layer, per batch (one batch unless windowed)."""
-    size = len(plan["layers"][-1])
+    size = _size(plan["layers"][-1])
     return window_schedule(size, plan["window"], plan["reserved"]) if plan["windowed"] else [range(size)]
+
+
+def _size(groups: list[PlanGroup]) -> int:
+    return sum(g["samples"] for g in groups)
 
 
 def _first_batch(state: MoAState, plan: Plan, layer: int) -> list[Send]:
     last = len(plan["layers"]) - 1
-    indices = _batches(plan)[0] if layer == last else range(len(plan["layers"][layer]))
+    indices = _batches(plan)[0] if layer == last else range(_size(plan["layers"][layer]))
     return _proposals(state, plan, layer, indices)
 
 
 def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[Send]:
     references = state.get("references", []) if layer > 0 else []
-    slots = plan["layers"][layer]
     sends = []
-    for first, n in _requests(slots, indices, plan["batched"]):
-        slot = slots[first]
+    for first, n, group in _requests(plan["layers"][layer], indices, plan["batched"]):
+        offset = first - group["first"]
         task = ProposeTask(
             layer=layer + 1,
             sample=first,
-            model=slot["model"],
-            temperature=slot["temperature"],
-            seed=slot["seed"],
+            model=group["model"],
+            temperature=group["temperature"],
+            seed=None if group["seed"] is None else group["seed"] + offset,
             n=n,
             messages=state["messages"],
             references=references,
@@ -203,36 +212,40 @@ def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[
     return sends
 
 
-def _requests(slots: list[PlanSlot], indices: range, batched: bool) -> list[tuple[int, int]]:
-    """(first sample, choices) per request: one per sample, or one per proposer entry."""
-    if not batched:
-        return [(i, 1) for i in indices]
-    requests: list[tuple[int, int]] = []
-    for i in indices:
-        if requests and slots[requests[-1][0]]["group"] == slots[i]["group"]:
-            requests[-1] = (requests[-1][0], requests[-1][1] + 1)
-        else:
-            requests.append((i, 1))
+def _requests(groups: list[PlanGroup], indices: range, batched: bool) -> list[tuple[int, int, dict]]:
+    """(first sample, choices, its group) per request: one per sample, or per group's run of samples.
+
+    `indices` is a contiguous range, so walking the groups once finds every request.
+    """
+    requests: list[tuple[int, int, dict]] = []
+    start = 0
+    for group in groups:
+        stop = start + group["samples"]
+        lo, hi = max(start, indices.start), min(stop, indices.stop)
+        if lo < hi:
+            info = {**group, "first": start}
+            if batched:
+                requests.append((lo, hi - lo, info))
+            else:
+                requests += [(i, 1, info) for i in range(lo, hi)]
+        start = stop
     return requests
 
 
-def _finish(state: MoAState, plan: Plan) -> dict:
-    last = len(plan["layers"])
-    last_layer = [p for p in state.get("proposals", []) if p["layer"] == last]
-    succeeded = [p for p in last_layer if p["error"] is None]
+def _finish(state: MoAState, plan: Plan, tally: Tally) -> dict:
     synthesis = state.get("synthesis")
-    if len(succeeded) < plan["min_proposals"] or synthesis is None:
-        raise _quorum_error(last_layer, last, plan["min_proposals"])
+    if tally["succeeded"] < plan["min_proposals"] or synthesis is None:
+        last = [p for p in state.get("proposals", []) if p["layer"] == len(plan["layers"])]
+        raise _quorum_error(last, len(plan["layers"]), tally["succeeded"], tally["failed"], plan["min_proposals"])
     message = AIMessage(synthesis["text"], id=synthesis["id"], usage_metadata=synthesis["usage_metadata"])
     return {"answer": synthesis["text"], "messages": [message]}
 
 
-def _quorum_error(proposals: list[Proposal], layer: int, needed: int) -> ProposalsFailedError:
-    failed = [p for p in proposals if p["error"] is not None]
-    shown = "; ".join(f"{p['model']}[{p['sample']}]: {p['error']}" for p in failed[:3])
-    more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
-    ok = len(proposals) - len(failed)
+def _quorum_error(proposals: list[Proposal], layer: int, ok: int, failed: int, needed: int) -> ProposalsFailedError:
+    examples = [p for p in proposals if p["error"] is not None]
+    shown = "; ".join(f"{p['model']}[{p['sample']}]: {p['error']}" for p in examples[:3])
+    more = f"; and {failed - 3} more" if failed > 3 else ""
     return ProposalsFailedError(
-        f"only {ok} of {len(proposals)} proposals of layer {layer} succeeded, {needed} needed (min_proposals): "
+        f"only {ok} of {ok + failed} proposals of layer {layer} succeeded, {needed} needed (min_proposals): "
         f"{shown}{more}; fix the model or endpoint, or lower min_proposals"
     )

@@ -10,32 +10,32 @@ from pydantic import BaseModel
 
 from selfmoa.graphs.spec import MoASpec, parse_spec
 from selfmoa.nodes import EnsembleContext, ModelTable, SpecError
-from selfmoa.nodes.state import Plan, PlanSlot
+from selfmoa.nodes.state import Plan, PlanGroup
 
 _TABLE_LOCK = threading.Lock()
 
 
 def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
-    """The plan of a spec: one slot per proposer call, labels registered in `models`.
+    """The plan of a spec: one group per proposer entry, labels registered in `models`.
 
     Example:
-        >>> plan = make_plan(MoASpec(layers=[[{"model": "openai:m", "samples": 2}]], seed=5), ModelTable())
-        >>> [(s["model"], s["seed"]) for s in plan["layers"][0]], plan["aggregator"]
-        ([('openai:m', 5), ('openai:m', 6)], 'openai:m')
+        >>> spec = MoASpec(layers=[[{"model": "openai:m", "samples": 2}, {"model": "openai:n"}]], seed=5)
+        >>> plan = make_plan(spec, ModelTable())
+        >>> [(g["model"], g["samples"], g["seed"]) for g in plan["layers"][0]], plan["aggregator"]
+        ([('openai:m', 2, 5), ('openai:n', 1, 7)], 'openai:m')
     """
-    layers: list[list[PlanSlot]] = []
+    layers: list[list[PlanGroup]] = []
     offset = 0
     with _TABLE_LOCK:
         for layer in spec.layers:
-            slots = []
-            for group, proposer in enumerate(layer.proposers):
+            groups = []
+            for proposer in layer.proposers:
                 label = models.add(proposer.model)
                 temperature = spec.temperature if proposer.temperature is None else proposer.temperature
-                for _ in range(proposer.samples):
-                    seed = None if spec.seed is None else spec.seed + offset
-                    slots.append(PlanSlot(model=label, temperature=temperature, seed=seed, group=group))
-                    offset += 1
-            layers.append(slots)
+                seed = None if spec.seed is None else spec.seed + offset
+                groups.append(PlanGroup(model=label, temperature=temperature, seed=seed, samples=proposer.samples))
+                offset += proposer.samples
+            layers.append(groups)
         aggregator = models.add(spec.aggregator.model or spec.layers[-1].proposers[0].model)
     return Plan(
         layers=layers,
@@ -49,6 +49,7 @@ def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
         batched=spec.sampling == "n",
         prompt=spec.prompt,
         max_reference_chars=spec.max_reference_chars,
+        keep_all=spec.aggregator.keep == "all",
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
@@ -20,6 +22,7 @@ def create_self_moa_seq(
     aggregator: ModelLike | None = None,
     temperature: float | None = 0.7,
     seed: int | None = None,
+    keep: Literal["all", "latest"] = "all",
     **options: Unpack[RunOptions],
 ) -> StateGraph:
     """Build a Self-MoA-Seq graph (Li et al. 2025, arXiv 2502.00674, §5).
@@ -38,6 +41,10 @@ def create_self_moa_seq(
         aggregator: Aggregator model; None means `model`.
         temperature: Proposer sampling temperature.
         seed: Base seed; sample i uses seed + i.
+        keep: "all" keeps every proposal and window step in the run's state and result;
+            "latest" keeps only the latest batch and step, so the state and each
+            checkpoint stay the same size for any N (checkpoint bytes linear in N rather
+            than quadratic; read every record from `stream_mode="updates"` instead).
         **options: Any of `RunOptions`.
 
     Returns:
@@ -58,6 +65,6 @@ def create_self_moa_seq(
     except ValueError as exc:
         raise SpecError(f"create_self_moa_seq(): {exc}") from None
     layers = [[{"model": model, "samples": samples}]]
-    agg = {"model": aggregator, "mode": "window", "window": window, "reserved": reserved}
+    agg = {"model": aggregator, "mode": "window", "window": window, "reserved": reserved, "keep": keep}
     spec = make_spec("create_self_moa_seq", layers, agg, temperature, seed, options)
     return build_graph(spec)

@@ -95,6 +95,11 @@ class AggregatorSpec(_Spec):
     reserved: int = Field(default=3, ge=1)
     """Window slots that repeat the current synthesis (R, 0 < R < W)."""
     temperature: float | None = Field(default=0.0, ge=0)
+    keep: Literal["all", "latest"] = "all"
+    """What a run's `proposals` and `aggregations` hold in window mode: every call ("all"),
+    or the latest batch and window step only ("latest"), so that the state and each
+    checkpoint stay the same size for any number of samples. Every record still goes
+    through `stream_mode="updates"` and into the checkpointer's history."""
 
     _non_empty_model = field_validator("model")(_check_model)
 
@@ -105,6 +110,8 @@ class AggregatorSpec(_Spec):
                 f"reserved must be smaller than window, got window={self.window}, reserved={self.reserved}; "
                 "e.g. window=6, reserved=3 as in the paper"
             )
+        if self.keep == "latest" and self.mode != "window":
+            raise ValueError("keep='latest' applies to window mode only; set mode to 'window' or keep to 'all'")
         return self
 
 

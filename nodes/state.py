@@ -69,20 +69,24 @@ class Aggregation(TypedDict):
     latency: float
 
 
-class PlanSlot(TypedDict):
-    """One proposer call of a run's plan."""
+class PlanGroup(TypedDict):
+    """One proposer entry of a run's plan: `samples` calls of one model.
+
+    Kept per entry, not per sample, so that the plan in every checkpoint has the same
+    small size whatever the number of samples.
+    """
 
     model: str
     temperature: float | None
     seed: int | None
-    group: int
-    """Index of the proposer entry it comes from; with `sampling="n"` one request serves a group."""
+    """Seed of the entry's first sample (sample j of the entry gets seed + j), or None."""
+    samples: int
 
 
 class Plan(TypedDict):
     """What a run will do, fixed by `prepare` from the spec and the run's context."""
 
-    layers: list[list[PlanSlot]]
+    layers: list[list[PlanGroup]]
     aggregator: str
     aggregator_temperature: float | None
     seed: int | None
@@ -95,6 +99,15 @@ class Plan(TypedDict):
     prompt: str
     max_reference_chars: NotRequired[int | None]
     """Budget of the references of one call, in characters (None: no limit)."""
+    keep_all: NotRequired[bool]
+    """False when `proposals` and `aggregations` keep only the latest step (bounded state)."""
+
+
+class Tally(TypedDict):
+    """Proposals of the last layer so far (sliding-window mode), whatever `proposals` keeps."""
+
+    succeeded: int
+    failed: int
 
 
 @dataclass
@@ -171,6 +184,7 @@ class WindowTask(TypedDict):
     messages: list[AnyMessage]
     final: bool
     max_reference_chars: NotRequired[int | None]
+    keep_all: NotRequired[bool]
 
 
 def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSummary:
@@ -218,8 +232,10 @@ class OutputState(TypedDict):
     """The conversation with the aggregated answer appended as an `AIMessage`."""
     answer: str
     proposals: Annotated[list[Proposal], operator.add]
-    """Every proposer call of the run, failed ones included, in layer then sample order."""
+    """Every proposer call of the run, failed ones included, in layer then sample order
+    (with `keep="latest"`: the latest batch only)."""
     aggregations: Annotated[list[Aggregation], operator.add]
+    """Every aggregator call (with `keep="latest"`: the latest window step only)."""
     usage: Annotated[UsageSummary, add_usage]
     warnings: Annotated[list[str], operator.add]
 
@@ -241,6 +257,8 @@ class MoAState(OutputState):
     """Sample indices of `references`, in the same order."""
     synthesis: NotRequired[Synthesis | None]
     """The current running synthesis (sliding-window mode)."""
+    tally: NotRequired[Tally]
+    """Counts of the last layer's proposals so far (sliding-window mode)."""
 
 
 def new_run() -> dict[str, Any]:
@@ -255,6 +273,7 @@ def new_run() -> dict[str, Any]:
         "references": [],
         "reference_ids": [],
         "synthesis": None,
+        "tally": Tally(succeeded=0, failed=0),
         "layer": 0,
         "batch": 0,
     }

@@ -1,6 +1,7 @@
 """Child process of the kill-and-resume tests (tests/test_persistence.py).
 
-Runs Self-MoA (k=6) or Self-MoA-Seq (N=12, W=6, R=3) on a SQLite checkpointer, thread "t",
+Runs Self-MoA (k=6) or Self-MoA-Seq (N=12, W=6, R=3; keeping every record or the latest
+only) on a SQLite checkpointer, thread "t",
 with a fake model that appends one line per call to a log file (flushed and fsynced, so
 the lines survive a SIGKILL) and that sleeps long on the calls named by `--slow`:
 
@@ -35,6 +36,7 @@ QUESTION = "What is 17*3?"
 GRAPHS = {
     "self_moa": {"samples": 6},
     "seq": {"samples": 12, "window": 6, "reserved": 3},
+    "seq_latest": {"samples": 12, "window": 6, "reserved": 3, "keep": "latest"},
 }
 
 

@@ -218,8 +218,9 @@ def test_self_moa_killed_after_some_proposals_resumes_without_redoing_them(tmp_p
     assert final["calls"] == 7, "usage counts each of the 6 proposals and the aggregation once"
 
 
-def test_self_moa_seq_killed_between_windows_resumes_on_schedule(tmp_path):
-    worker = Worker(tmp_path, "seq", "async")
+@pytest.mark.parametrize("kind", ["seq", "seq_latest"])
+def test_self_moa_seq_killed_between_windows_resumes_on_schedule(tmp_path, kind):
+    worker = Worker(tmp_path, kind, "async")
     # Superstep of window step 1: aggregator step 1 and proposal 11 hang, proposals 9 and 10 finish.
     in_flight = Counter({("aggregator", 1): 1, ("proposer", 11): 1})
     process = worker.start(slow=["aggregator:1", "proposer:11"])
@@ -242,13 +243,17 @@ def test_self_moa_seq_killed_between_windows_resumes_on_schedule(tmp_path):
 
     # Window step 0 and samples 0-10 are not redone; step 1 and sample 11 are, then step 2.
     assert worker.events("resume") == Counter({("aggregator", 1): 1, ("proposer", 11): 1, ("aggregator", 2): 1})
-    expected = expected_run("seq")
+    expected = expected_run(kind)
     assert final["proposals"] == expected["proposals"]
-    assert [a[:4] for a in final["aggregations"]] == [
+    steps = [
         ["window", 0, SEQ_SCHEDULE[0], 0],
         ["window", 1, SEQ_SCHEDULE[1], 3],
         ["window", 2, SEQ_SCHEDULE[2], 3],
     ]
+    if kind == "seq_latest":  # only the last batch and window step are kept
+        assert [s for s, _, _ in final["proposals"]] == SEQ_SCHEDULE[2]
+        steps = steps[-1:]
+    assert [a[:4] for a in final["aggregations"]] == steps
     assert final["aggregations"] == expected["aggregations"]
     assert final["answer"] == final["last_message"] == expected["answer"] != ""
     assert final["calls"] == 12 + 3

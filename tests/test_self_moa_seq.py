@@ -86,3 +86,52 @@ def test_schedule_examples():
     assert [list(r) for r in window_schedule(10, 6, 3)] == [[0, 1, 2, 3, 4, 5], [6, 7, 8], [9]]
     assert [list(r) for r in window_schedule(3, 6, 3)] == [[0, 1, 2]]
     assert [list(r) for r in window_schedule(7, 4, 1)] == [[0, 1, 2, 3], [4, 5, 6]]
+
+
+def test_keep_latest_gives_the_same_run_with_bounded_records():
+    full_model, bounded_model = FakeChatModel(), FakeChatModel()
+    full = create_self_moa_seq(full_model, samples=20, window=W, reserved=R, seed=3).compile().invoke(ask())
+    graph = create_self_moa_seq(bounded_model, samples=20, window=W, reserved=R, seed=3, keep="latest").compile()
+    bounded = graph.invoke(ask())
+    assert bounded["answer"] == full["answer"]
+    assert bounded["usage"] == full["usage"]
+    assert sorted(c.prompt for c in bounded_model.calls) == sorted(c.prompt for c in full_model.calls)
+    last = window_schedule(20, W, R)[-1]
+    assert [p["sample"] for p in bounded["proposals"]] == list(last)
+    timeless = lambda records: [{k: v for k, v in r.items() if k != "latency"} for r in records]  # noqa: E731
+    assert timeless(bounded["proposals"]) == timeless(p for p in full["proposals"] if p["sample"] in last)
+    assert timeless(bounded["aggregations"]) == timeless(full["aggregations"][-1:])
+
+
+def test_keep_latest_checkpoints_stay_the_same_size_whatever_n():
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    def largest_checkpoint(n: int, keep: str) -> tuple[int, int]:
+        graph = create_self_moa_seq(FakeChatModel(), samples=n, window=W, reserved=R, keep=keep)
+        graph = graph.compile(checkpointer=InMemorySaver())
+        config = {"configurable": {"thread_id": "t"}}
+        graph.invoke(ask(), config)
+        history = list(graph.get_state_history(config))
+        values = [h.values for h in history]
+        return max(len(v.get("proposals", [])) for v in values), max(len(repr(v.get("plan"))) for v in values)
+
+    assert largest_checkpoint(12, "latest") == largest_checkpoint(90, "latest")
+    most, _ = largest_checkpoint(90, "latest")
+    assert most <= 2 * W, "at most the batch being collected and the next one"
+    assert largest_checkpoint(90, "all")[0] == 90
+
+
+def test_keep_latest_counts_every_failure_for_the_quorum():
+    from selfmoa import ProposalsFailedError
+
+    model = FakeChatModel(fail_samples=set(range(15)))
+    graph = create_self_moa_seq(model, samples=15, window=W, reserved=R, retry_delay=0, max_attempts=1, keep="latest")
+    with pytest.raises(ProposalsFailedError, match=r"only 0 of 15 proposals of layer 1 succeeded.*and 12 more"):
+        graph.compile().invoke(ask())
+
+
+def test_keep_latest_needs_window_mode():
+    from selfmoa import SpecError, create_from_spec
+
+    with pytest.raises(SpecError, match="keep='latest' applies to window mode only"):
+        create_from_spec({"layers": [[{"model": FakeChatModel()}]], "aggregator": {"keep": "latest"}})
