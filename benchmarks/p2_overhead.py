@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import operator
 from typing import Annotated
 
@@ -24,7 +25,7 @@ from langgraph.types import Send
 from typing_extensions import TypedDict
 
 from benchmarks._common import atime, finish, median, verdict
-from selfmoa import create_self_moa
+from selfmoa import CallLimiter, create_self_moa
 from selfmoa.testing import FakeChatModel
 
 K = 6
@@ -36,14 +37,20 @@ class BareState(TypedDict):
     answer: str
 
 
-def bare_graph(model: FakeChatModel):
+def bare_graph(model: FakeChatModel, limiter: CallLimiter | None = None):
+    """The same Self-MoA shape in plain LangGraph (P3 reuses it, with the shared limiter)."""
+    gate = limiter if limiter is not None else contextlib.nullcontext()
+
     async def propose(task: dict) -> dict:
-        reply = await model.ainvoke(task["messages"], temperature=0.7, seed=task["sample"])
+        async with gate:
+            reply = await model.ainvoke(task["messages"], temperature=0.7, seed=task["sample"])
         return {"answers": [reply.text]}
 
     async def aggregate(state: BareState) -> dict:
         system = SystemMessage("Synthesize:\n" + "\n".join(state["answers"]))
-        return {"answer": (await model.ainvoke([system, *state["messages"]], temperature=0.0)).text}
+        async with gate:
+            reply = await model.ainvoke([system, *state["messages"]], temperature=0.0)
+        return {"answer": reply.text}
 
     def fan_out(state: BareState) -> list[Send]:
         return [Send("propose", {"messages": state["messages"], "sample": i}) for i in range(K)]

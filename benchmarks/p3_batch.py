@@ -15,6 +15,7 @@ import asyncio
 import time
 
 from benchmarks._common import finish, verdict
+from benchmarks.p2_overhead import bare_graph
 from selfmoa import CallLimiter, create_self_moa
 from selfmoa.testing import FakeChatModel
 
@@ -29,8 +30,18 @@ async def cpu_floor(prompts: int) -> float:
     return time.perf_counter() - started
 
 
+async def bare_ratio(prompts: int, cap: int, latency: float) -> float:
+    """Throughput / ideal of the same batch on a bare LangGraph graph of the same shape (P2's)."""
+    model = FakeChatModel(latency=latency)
+    graph = bare_graph(model, CallLimiter(cap))
+    started = time.perf_counter()
+    await graph.abatch([{"messages": [("user", f"Question number {i}?")]} for i in range(prompts)])
+    return len(model.calls) * latency / cap / (time.perf_counter() - started)
+
+
 async def main(prompts: int, cap: int, latency: float) -> list[int]:
     floor = await cpu_floor(prompts)
+    bare = await bare_ratio(prompts, cap, latency)
     model = FakeChatModel(latency=latency)
     limiter = CallLimiter(cap)
     graph = create_self_moa(model, samples=K, limiter=limiter).compile()
@@ -51,6 +62,11 @@ async def main(prompts: int, cap: int, latency: float) -> list[int]:
         f"CPU floor: the same {prompts} runs with instant calls and no cap take {floor:.2f}s on one event loop "
         f"({floor / prompts * 1000:.1f} ms of LangGraph + selfmoa + fake-model work per run); the wall time "
         f"cannot go below max(ideal, CPU floor) = {max(ideal, floor):.2f}s"
+    )
+    print(
+        f"The same batch on a bare LangGraph graph of the same shape (Send fan-out + aggregate node, the same "
+        f"fake model and CallLimiter, no selfmoa): {bare:.3f} of the ideal, the ceiling of a LangGraph graph "
+        "on this machine's event loop"
     )
     status = 0 if model.peak_concurrency <= cap else 1
     if status:

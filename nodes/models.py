@@ -153,7 +153,36 @@ def _openai(rest: str, kwargs: dict[str, Any]) -> BaseChatModel:
             key = "unused"  # local servers accept any key, the client insists on one
         if key:
             options.setdefault("api_key", key)
+        if _is_loopback(base_url):
+            options = {**loopback_http_clients(ChatOpenAI), **options}
     return ChatOpenAI(**options)
+
+
+def loopback_http_clients(chat_openai: type) -> dict[str, Any]:
+    """`ChatOpenAI` options for a server on this machine: no proxy, no idle async connections.
+
+    `trust_env=False`: an HTTP(S)_PROXY from the environment would otherwise receive the
+    requests meant for 127.0.0.1 and fail.
+
+    No keep-alive for the async client: langchain-openai shares one cached async client per
+    base URL across the process, and pooled connections belong to the event loop that
+    opened them, so a second `asyncio.run` (the CLI, tests, threads) fails with "Event loop
+    is closed" (langchain-ai/langchain#35783). On loopback a fresh connection per request
+    costs microseconds.
+    """
+    import openai
+
+    # Built from the SDK's own Limits type: httpx for openai<3, httpx2 after.
+    no_keepalive = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=1000, max_keepalive_connections=0)
+    options: dict[str, Any] = {
+        "http_client": openai.DefaultHttpxClient(trust_env=False),
+        "http_async_client": openai.DefaultAsyncHttpxClient(limits=no_keepalive, trust_env=False),
+    }
+    if "http_socket_options" in chat_openai.model_fields:
+        # The clients above are used as given; this only silences langchain-openai's
+        # warning that proxies from the environment are bypassed.
+        options["http_socket_options"] = ()
+    return options
 
 
 def _is_loopback(url: str) -> bool:

@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
 
 from langchain_core.language_models import BaseChatModel
 
@@ -34,9 +34,42 @@ from selfmoa.nodes.models import describe_error
 METHODS = ("self-moa", "moa", "seq")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line that points to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"selfmoa: error: {message}; see '{self.prog} --help'\n")
+
+
+def _at_least(minimum: int, kind: type = int, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` of at least `minimum` (above it, if strict)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (strict and value == minimum) or value != value:  # NaN
+            bound = f"above {minimum}" if strict else f"of at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 0 (any free port) to 65535, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `selfmoa` command."""
-    parser = argparse.ArgumentParser(prog="selfmoa", description="Many LLM answers made into one better answer.")
+    parser = _Parser(prog="selfmoa", description="Many LLM answers made into one better answer.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,models,serve,eval}")
 
     run = commands.add_parser("run", help="answer a prompt with an ensemble", description="Answer a prompt with an ensemble.")
@@ -50,16 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         "local:/path/model.gguf, openai:MODEL, openai:MODEL@BASE_URL, provider:model",
     )
     run.add_argument("--aggregator", metavar="MODEL", help="aggregator model (default: the first proposer model)")
-    run.add_argument("--samples", type=int, default=6, help="samples per run for self-moa and seq (default: 6)")
-    run.add_argument("--layers", type=int, default=2, help="layers of proposers for moa (default: 2)")
-    run.add_argument("--window", type=int, default=6, help="references per aggregation step for seq (default: 6)")
-    run.add_argument("--reserved", type=int, default=3, help="window slots repeating the synthesis for seq (default: 3)")
+    run.add_argument("--samples", type=_at_least(1), default=6, help="samples per run for self-moa and seq (default: 6)")
+    run.add_argument("--layers", type=_at_least(1), default=2, help="layers of proposers for moa (default: 2)")
+    run.add_argument("--window", type=_at_least(2), default=6, help="references per aggregation step for seq (default: 6)")
+    run.add_argument("--reserved", type=_at_least(1), default=3, help="window slots repeating the synthesis for seq (default: 3)")
     run.add_argument("--spec", metavar="FILE", help="YAML or JSON ensemble spec; overrides --method and the models")
-    run.add_argument("--temperature", type=float, default=0.7, help="proposer temperature (default: 0.7)")
+    run.add_argument("--temperature", type=_at_least(0, float), default=0.7, help="proposer temperature (default: 0.7)")
     run.add_argument("--seed", type=int, help="base seed, for reproducible samples")
-    run.add_argument("--max-tokens", type=int, default=512, help="most tokens per model reply (default: 512)")
-    run.add_argument("--threads", type=int, help="CPU threads of the embedded model (default: $SELFMOA_THREADS or 2)")
-    run.add_argument("--timeout", type=float, help="seconds one model call may take")
+    run.add_argument("--max-tokens", type=_at_least(1), default=512, help="most tokens per model reply (default: 512)")
+    run.add_argument("--threads", type=_at_least(1), help="CPU threads of the embedded model (default: $SELFMOA_THREADS or 2)")
+    run.add_argument("--timeout", type=_at_least(0, float, strict=True), help="seconds one model call may take")
     output = run.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print answer, proposals, usage and timings as JSON")
     output.add_argument("--stream", action="store_true", help="print the answer's tokens as they come")
@@ -76,10 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         "OpenAI-compatible endpoint (/v1/chat/completions). Set SELFMOA_API_KEY to require a bearer token.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, loopback only)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
     serve.add_argument("--config", metavar="FILE", help="YAML file of named ensemble specs and server settings")
-    serve.add_argument("--max-concurrency", type=int, metavar="N", help="ensembles running at once (default: 4)")
-    serve.add_argument("--queue", type=int, metavar="N", help="requests waiting for a slot before 429 (default: 32)")
+    serve.add_argument("--max-concurrency", type=_at_least(1), metavar="N", help="ensembles running at once (default: 4)")
+    serve.add_argument("--queue", type=_at_least(0), metavar="N", help="requests waiting for a slot before 429 (default: 32)")
     serve.set_defaults(func=serve_command)
 
     ev = commands.add_parser(
@@ -91,15 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--methods", default="single,self-moa,moa,seq", help="comma-separated (default: all four)")
     ev.add_argument("--models", default="local", help="comma-separated; the first (A) is the strong model and "
                     "the aggregator (default: local)")
-    ev.add_argument("--limit", type=int, help="first N items of the task (default: all)")
-    ev.add_argument("--samples", type=int, default=6, help="samples k per ensemble (default: 6)")
+    ev.add_argument("--limit", type=_at_least(1), help="first N items of the task (default: all)")
+    ev.add_argument("--samples", type=_at_least(1), default=6, help="samples k per ensemble (default: 6)")
     ev.add_argument("--samples-sweep", metavar="K,K,...", help="also run self-moa and seq with these k")
-    ev.add_argument("--window", type=int, default=4, help="references per seq aggregation step (default: 4)")
-    ev.add_argument("--reserved", type=int, default=2, help="seq window slots repeating the synthesis (default: 2)")
-    ev.add_argument("--temperature", type=float, default=0.7, help="proposer temperature (default: 0.7)")
-    ev.add_argument("--max-tokens", type=int, help="most tokens per reply (default: the task's own)")
+    ev.add_argument("--window", type=_at_least(2), default=4, help="references per seq aggregation step (default: 4)")
+    ev.add_argument("--reserved", type=_at_least(1), default=2, help="seq window slots repeating the synthesis (default: 2)")
+    ev.add_argument("--temperature", type=_at_least(0, float), default=0.7, help="proposer temperature (default: 0.7)")
+    ev.add_argument("--max-tokens", type=_at_least(1), help="most tokens per reply (default: the task's own)")
     ev.add_argument("--seed", type=int, default=0, help="base seed of the samples (default: 0)")
-    ev.add_argument("--threads", type=int, help="CPU threads of the embedded models")
+    ev.add_argument("--threads", type=_at_least(1), help="CPU threads of the embedded models")
     ev.add_argument("--out", default="results", help="directory for the cache, table, JSON and plots")
     ev.add_argument("--no-diversity", action="store_true", help="skip the Vendi diversity (no embedding model)")
     ev.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
@@ -117,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ...
         0
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed
+        return done.code if isinstance(done.code, int) else 2
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -196,8 +232,6 @@ def build_graph(args: argparse.Namespace, make: Any = None):
         options["timeout"] = args.timeout
     aggregator = model(args.aggregator) if args.aggregator else None
     if args.method == "moa":
-        if args.layers < 1:
-            raise SpecError(f"--layers must be at least 1, got {args.layers}")
         layers = [[model(n) for n in names]] * args.layers
         return create_moa(layers, aggregator=aggregator or model(names[0]), **options)
     if len(names) > 1:

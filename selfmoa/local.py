@@ -834,6 +834,8 @@ def local_chat_model(
         raise LocalModelError(
             "the embedded model needs langchain-openai; install it with: pip install 'selfmoa[local]'"
         ) from None
+    from selfmoa.nodes.models import loopback_http_clients
+
     server = local_server(name, slots=slots, threads=threads, ctx_per_slot=ctx_per_slot)
     params: dict[str, Any] = {
         "base_url": server.base_url,
@@ -842,40 +844,9 @@ def local_chat_model(
         "stream_usage": True,
         "max_retries": 1,
     }
-    params.update(_loopback_http_clients())
-    if "http_socket_options" in ChatOpenAI.model_fields:
-        # Our clients above are used as given; this only silences
-        # langchain-openai's warning about env proxies being bypassed.
-        params["http_socket_options"] = ()
+    params.update(loopback_http_clients(ChatOpenAI))
     params.update(chat_kwargs)
     return ChatOpenAI(**params)
-
-
-def _loopback_http_clients() -> dict[str, Any]:
-    """HTTP clients for a loopback server: no proxy, no idle async connections.
-
-    ``trust_env=False``: an HTTP(S)_PROXY from the environment would otherwise
-    receive the requests meant for this process's 127.0.0.1 and fail.
-
-    No keep-alive for the async client: langchain-openai shares one cached
-    async client per base URL across the process, and pooled connections
-    belong to the event loop that opened them, so a second ``asyncio.run``
-    (the CLI, tests, threads) fails with "Event loop is closed"
-    (langchain-ai/langchain#35783). On loopback a fresh connection per request
-    costs microseconds.
-    """
-    import openai
-
-    # Built from the SDK's own Limits type: httpx for openai<3, httpx2 after.
-    no_keepalive = type(openai.DEFAULT_CONNECTION_LIMITS)(
-        max_connections=1000, max_keepalive_connections=0
-    )
-    return {
-        "http_client": openai.DefaultHttpxClient(trust_env=False),
-        "http_async_client": openai.DefaultAsyncHttpxClient(
-            limits=no_keepalive, trust_env=False
-        ),
-    }
 
 
 def list_local_models() -> list[dict[str, Any]]:

@@ -17,7 +17,13 @@ class OpenAIStub:
     """Run with `with OpenAIStub() as stub:`; `stub.base_url` ends in /v1."""
 
     def __init__(
-        self, *, max_choices: int | None = None, usage: str = "all", api_key: str | None = None, max_n: int | None = None
+        self,
+        *,
+        max_choices: int | None = None,
+        usage: str = "all",
+        api_key: str | None = None,
+        max_n: int | None = None,
+        keep_alive: bool = False,
     ):
         self.max_choices = max_choices
         self.max_n = max_n  # above it, refuse the request with 400 (as llama.cpp does past its slots)
@@ -29,6 +35,9 @@ class OpenAIStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps connections open between requests, as llama.cpp and vLLM do.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def log_message(self, *args):  # keep test output clean
                 pass
 
@@ -68,6 +77,8 @@ class OpenAIStub:
             def _sse(self, body, text, usage):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")  # the stream ends when the connection does
+                self.close_connection = True
                 self.end_headers()
                 base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
                 words = text.split(" ")

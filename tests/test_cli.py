@@ -83,13 +83,13 @@ def test_show_graph_prints_mermaid_without_calling_a_model(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--samples", "0", "--model", "clifake:x", "Hi"], "samples must be an integer of at least 1"),
+        (["run", "--samples", "0", "--model", "clifake:x", "Hi"], "argument --samples: must be an integer of at least 1"),
         (["run", "--method", "seq", "--window", "3", "--reserved", "3", "--model", "clifake:x", "Hi"], "reserved"),
         (["run", "--model", "clifake:x", "--model", "clifake:y", "Hi"], "takes one --model"),
         (["run", "--model", "clifake:x", "   "], "the prompt is empty"),
         (["run", "--spec", "/nonexistent/spec.yaml", "Hi"], "cannot read spec file"),
         (["run", "--model", "nosuchprovider:m", "Hi"], "model 'nosuchprovider:m'"),
-        (["run", "--method", "moa", "--layers", "0", "--model", "clifake:x", "Hi"], "--layers must be at least 1"),
+        (["run", "--method", "moa", "--layers", "0", "--model", "clifake:x", "Hi"], "argument --layers: must be an integer of at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):

@@ -120,3 +120,18 @@ def test_missing_key_is_a_clear_error(monkeypatch):
     graph = create_self_moa("openai:gpt-4o-mini", samples=1).compile()
     with pytest.raises(ModelResolutionError, match="needs an API key"):
         graph.invoke(ask())
+
+
+def test_a_loopback_endpoint_works_across_event_loops():
+    # langchain-openai caches one async HTTP client per base URL for the whole process;
+    # with pooled keep-alive connections, a second asyncio.run (CLI, tests, threads) used
+    # to fail with "Event loop is closed" on connections of the first loop.
+    import asyncio
+
+    with OpenAIStub(keep_alive=True) as stub:
+        replies = []
+        for _ in range(3):
+            model = create_model(f"openai:m@{stub.base_url}")
+            replies.append(asyncio.run(model.ainvoke("Hi")).text)
+            replies.append(model.invoke("Hi").text)
+        assert len(stub.requests) == 6 and all(replies)

@@ -281,11 +281,11 @@ SPECS = [
 ]
 
 CLI = [
-    (["run", "--samples", "-1", *M, "Hi"], "samples must be an integer of at least 1, got -1"),
-    (["run", "--method", "seq", "--window", "1", *M, "Hi"], "window must be an integer of at least 2, got 1"),
-    (["run", "--method", "seq", "--reserved", "0", *M, "Hi"], "reserved must be an integer of at least 1, got 0"),
-    (["run", "--temperature", "-1", *M, "Hi"], "'temperature': Input should be greater than or equal to 0"),
-    (["run", "--timeout", "0", *M, "Hi"], "'timeout': Input should be greater than 0"),
+    (["run", "--samples", "-1", *M, "Hi"], "argument --samples: must be an integer of at least 1, got '-1'"),
+    (["run", "--method", "seq", "--window", "1", *M, "Hi"], "argument --window: must be an integer of at least 2, got '1'"),
+    (["run", "--method", "seq", "--reserved", "0", *M, "Hi"], "argument --reserved: must be an integer of at least 1, got '0'"),
+    (["run", "--temperature", "-1", *M, "Hi"], "argument --temperature: must be a number of at least 0, got '-1'"),
+    (["run", "--timeout", "0", *M, "Hi"], "argument --timeout: must be a number above 0, got '0'"),
     (["run", "--model", "", "Hi"], "a model must be a model string"),
     (["run", "--aggregator", "nosuchprovider:m", *M, "Hi"], "pip install 'selfmoa[providers]'"),
     (["run", "--spec", ("bad.yaml", "layers: [[\n"), "Hi"], "is not valid YAML"),
@@ -293,7 +293,7 @@ CLI = [
     (["run", "--spec", ("list.json", "[1, 2]"), "Hi"], "must hold a mapping with a 'layers' key, got list"),
     (["run", "--model", "openai:m@http://127.0.0.1:9/v1?key_env=HARDENING_UNSET", "Hi"], "set the HARDENING_UNSET"),
     (["serve", "--config", "/nonexistent/presets.yaml"], "cannot read config file"),
-    (["run", "--method", "moa", "--layers", "-2", *M, "Hi"], "--layers must be at least 1, got -2"),
+    (["run", "--method", "moa", "--layers", "-2", *M, "Hi"], "argument --layers: must be an integer of at least 1, got '-2'"),
     (["run", *M, ""], "the prompt is empty"),
     (["run", "--method", "seq", "--window", "6", "--reserved", "6", *M, "Hi"], "0 < reserved < window"),
 ]
@@ -397,15 +397,22 @@ def test_bad_input_gets_one_actionable_line(kind, case, message, tmp_path, reque
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--samples", "0", "--model", "openai:x", "Hi"], "samples must be an integer of at least 1"),
+        (["run", "--samples", "0", "--model", "openai:x", "Hi"], "--samples: must be an integer of at least 1, got '0'"),
+        (["run", "--max-tokens", "0", "Hi"], "--max-tokens: must be an integer of at least 1, got '0'"),
+        (["run", "--timeout", "0", "Hi"], "--timeout: must be a number above 0"),
+        (["serve", "--port", "-1"], "--port: must be a TCP port from 0 (any free port) to 65535, got '-1'"),
+        (["serve", "--port", "70000"], "--port: must be a TCP port from 0 (any free port) to 65535, got '70000'"),
+        (["eval", "--task", "gsm8k", "--limit", "0"], "--limit: must be an integer of at least 1"),
         (["run", "--model", "openai:m@http://127.0.0.1:9/v1?key_env=HARDENING_UNSET", "Hi"], "HARDENING_UNSET"),
-        (["run", "--bogus", "Hi"], "unrecognized arguments: --bogus"),
+        (["run", "--bogus", "Hi"], "unrecognized arguments: --bogus; see 'selfmoa --help'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
 def test_the_console_command_exits_2_without_a_traceback(argv, message):
     proc = subprocess.run([sys.executable, "-m", "selfmoa.cli", *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert "Traceback" not in proc.stderr and message in proc.stderr.splitlines()[-1]
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, "one line, no usage block"
+    assert proc.stderr.startswith("selfmoa: error: ") and message in proc.stderr
 
 
 # --- secrets: the API key appears in no checkpoint, log, CLI output or server response ---------
