@@ -113,23 +113,29 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
             "drew the samples with separate requests"
         )
 
-    def failed_all(task: ProposeTask, started: float, exc: Exception) -> list[Proposal]:
-        return [record(task, j, started, error=exc) for j in range(task["n"])]
+    def start_n(task: ProposeTask, config: RunnableConfig) -> tuple[float, BaseChatModel, list, dict[str, Any]]:
+        started = time.perf_counter()
+        model, messages, cfg = prepare(task, config, 0)
+        n_kwargs = {"n": task["n"], "stream": False, **_generate_args(cfg), **kwargs_for(task, 0)}
+        return started, model, messages, n_kwargs
+
+    def settle(task: ProposeTask, started: float, outcome: LLMResult | Exception) -> tuple[list[Proposal], list[str]]:
+        """The proposals an n-choice request gave, and what to warn about; the rest are drawn one by one."""
+        if not isinstance(outcome, Exception):
+            return split(task, started, outcome)
+        if is_retryable(outcome):  # the endpoint is failing, not refusing n: every sample failed
+            return [record(task, j, started, error=outcome) for j in range(task["n"])], []
+        return [], [rejected(task, outcome)]
 
     def propose(task: ProposeTask, config: RunnableConfig) -> dict:
         if task["n"] == 1:
             return _updates(task, [propose_one(task, config)])
-        started = time.perf_counter()
-        model, messages, cfg = prepare(task, config, 0)
-        n_kwargs = {"n": task["n"], "stream": False, **_generate_args(cfg), **kwargs_for(task, 0)}
+        started, model, messages, n_kwargs = start_n(task, config)
         try:
-            result = policy.run(lambda: model.generate([messages], **n_kwargs))
+            outcome = policy.run(lambda: model.generate([messages], **n_kwargs))
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the quorum in collect
-            if is_retryable(exc):
-                return _updates(task, failed_all(task, started, exc))
-            proposals, warnings = [], [rejected(task, exc)]
-        else:
-            proposals, warnings = split(task, started, result)
+            outcome = exc
+        proposals, warnings = settle(task, started, outcome)
         missing = range(len(proposals), task["n"])
         if missing:
             with ThreadPoolExecutor(max_workers=len(missing)) as pool:
@@ -139,18 +145,13 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
     async def apropose(task: ProposeTask, config: RunnableConfig) -> dict:
         if task["n"] == 1:
             return _updates(task, [await apropose_one(task, config)])
-        started = time.perf_counter()
         await models.aget(task["model"])
-        model, messages, cfg = prepare(task, config, 0)
-        n_kwargs = {"n": task["n"], "stream": False, **_generate_args(cfg), **kwargs_for(task, 0)}
+        started, model, messages, n_kwargs = start_n(task, config)
         try:
-            result = await policy.arun(lambda: model.agenerate([messages], **n_kwargs))
+            outcome = await policy.arun(lambda: model.agenerate([messages], **n_kwargs))
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the quorum in collect
-            if is_retryable(exc):
-                return _updates(task, failed_all(task, started, exc))
-            proposals, warnings = [], [rejected(task, exc)]
-        else:
-            proposals, warnings = split(task, started, result)
+            outcome = exc
+        proposals, warnings = settle(task, started, outcome)
         missing = range(len(proposals), task["n"])
         proposals += await asyncio.gather(*(apropose_one(task, config, j) for j in missing))
         return _updates(task, proposals, warnings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from selfmoa.testing import FakeCall, FakeChatModel
 
@@ -38,3 +39,11 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last lines of a server's log file, for failure messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

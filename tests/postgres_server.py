@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers import free_port
+from helpers import free_port, log_tail
 
 INSTALL_HINT = "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin; install them with `bash .ci/postgres.sh`"
 DATABASE = "selfmoa_test"
@@ -159,10 +159,7 @@ class PostgresServer:
             conn.execute(f"CREATE DATABASE {DATABASE}")
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.logfile, lines)
 
     def _terminate(self) -> None:
         process, self.process = self.process, None

@@ -8,7 +8,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from selfmoa import SpecError, create_from_spec, create_self_moa
-from selfmoa.testing import FakeChatModel
 
 
 def paused_graph(model, samples=4):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import free_port, port_open
+from helpers import free_port, log_tail, port_open
 
 from selfmoa.local import LOCAL_MODELS, list_local_models
 
@@ -57,10 +57,7 @@ class Server:
     repo_state_dir_existed: bool
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log, lines)
 
     def stop(self) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after a timeout."""
