@@ -87,8 +87,13 @@ def build_graph(spec: MoASpec) -> StateGraph:
             "references": [p["text"] for p in ok],
             "reference_ids": [p["sample"] for p in ok],
         }
-        if pending and not plan.get("keep_all", True):  # `propose` appended them; keep this batch only
-            update["proposals"] = Overwrite(pending)
+        if not plan.get("keep_all", True):
+            # The nodes append their records (so "updates" streams show each one as a list);
+            # with keep="latest" only the latest batch and window step stay in the state.
+            if pending:
+                update["proposals"] = Overwrite(pending)
+            if len(state.get("aggregations", [])) > 1:
+                update["aggregations"] = Overwrite(state["aggregations"][-1:])
         writer = get_stream_writer()
         if not plan["windowed"] or layer < last:
             writer({"selfmoa": "layer", "layer": layer + 1, "succeeded": len(ok), "failed": len(pending) - len(ok)})
@@ -144,7 +149,6 @@ def build_graph(spec: MoASpec) -> StateGraph:
                 messages=state["messages"],
                 final=batch == len(batches),
                 max_reference_chars=plan.get("max_reference_chars"),
-                keep_all=plan.get("keep_all", True),
             )
             sends.append(Send("aggregate_window", task))
         if batch < len(batches):

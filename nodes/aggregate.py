@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import Runnable, RunnableConfig
-from langgraph.types import Overwrite
 
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_references, with_references
 from selfmoa.nodes.errors import AggregationError
@@ -159,8 +158,7 @@ def make_aggregate_window(models: ModelTable, policy: CallPolicy) -> Runnable:
     def updates(call: _Call, task: WindowTask, message: AIMessage) -> dict:
         text, record, usage = call.record(message, "window", task["step"], task["samples"], task["reserved"])
         synthesis = Synthesis(text=text, id=message.id, usage_metadata=message.usage_metadata)
-        records = [record] if task.get("keep_all", True) else Overwrite([record])
-        return {"synthesis": synthesis, "aggregations": records, "usage": usage, **call.warnings()}
+        return {"synthesis": synthesis, "aggregations": [record], "usage": usage, **call.warnings()}
 
     def aggregate_window(task: WindowTask, config: RunnableConfig) -> dict:
         call = start(task, config)

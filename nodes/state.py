@@ -184,7 +184,6 @@ class WindowTask(TypedDict):
     messages: list[AnyMessage]
     final: bool
     max_reference_chars: NotRequired[int | None]
-    keep_all: NotRequired[bool]
 
 
 def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSummary:

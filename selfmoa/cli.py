@@ -303,8 +303,7 @@ def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | N
                     f"in {proposal['latency']:.1f}s, {status}",
                     file=progress,
                 )
-            steps = (part.get("aggregate") or part.get("aggregate_window") or {}).get("aggregations", [])
-            for step in getattr(steps, "value", steps):  # an Overwrite with keep="latest"
+            for step in (part.get("aggregate") or part.get("aggregate_window") or {}).get("aggregations", []):
                 print(f"  aggregation step {step['step'] + 1} in {step['latency']:.1f}s", file=progress)
     return final
 

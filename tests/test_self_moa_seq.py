@@ -102,6 +102,14 @@ def test_keep_latest_gives_the_same_run_with_bounded_records():
     assert timeless(bounded["proposals"]) == timeless(p for p in full["proposals"] if p["sample"] in last)
     assert timeless(bounded["aggregations"]) == timeless(full["aggregations"][-1:])
 
+    # Every record still goes through the "updates" stream.
+    streamed, steps = [], []
+    for update in graph.stream(ask(), stream_mode="updates"):
+        streamed += (update.get("propose") or {}).get("proposals", [])
+        steps += (update.get("aggregate_window") or {}).get("aggregations", [])
+    assert sorted(p["sample"] for p in streamed) == list(range(20))
+    assert timeless(steps) == timeless(full["aggregations"])
+
 
 def test_keep_latest_checkpoints_stay_the_same_size_whatever_n():
     from langgraph.checkpoint.memory import InMemorySaver
