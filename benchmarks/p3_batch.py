@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from benchmarks._common import finish, verdict
 from benchmarks.p2_overhead import bare_graph
@@ -37,6 +39,35 @@ async def bare_ratio(prompts: int, cap: int, latency: float) -> float:
     started = time.perf_counter()
     await graph.abatch([{"messages": [("user", f"Question number {i}?")]} for i in range(prompts)])
     return len(model.calls) * latency / cap / (time.perf_counter() - started)
+
+
+def _worker(first: int, count: int, cap: int, latency: float, start_at: float) -> tuple[float, int, int]:
+    """One process's share of the batch, started at an agreed wall-clock time."""
+
+    async def run() -> tuple[float, int, int]:
+        model = FakeChatModel(latency=latency)
+        graph = create_self_moa(model, samples=K, limiter=CallLimiter(cap)).compile()
+        inputs = [{"messages": [("user", f"Question number {i}?")]} for i in range(first, first + count)]
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        await graph.abatch(inputs)
+        return time.time(), len(model.calls), model.peak_concurrency
+
+    return asyncio.run(run())
+
+
+def processes_ratio(prompts: int, cap: int, latency: float, processes: int) -> tuple[float, int]:
+    """Throughput / ideal with the batch split over processes, each with an equal share of the cap."""
+    share = -(-prompts // processes)
+    start_at = time.time() + 3.0  # time for the workers to start and import
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [
+            pool.submit(_worker, p * share, min(share, prompts - p * share), cap // processes, latency, start_at)
+            for p in range(processes)
+        ]
+        results = [job.result() for job in jobs]
+    wall = max(end for end, _, _ in results) - start_at
+    calls = sum(n for _, n, _ in results)
+    return calls * latency / cap / wall, sum(peak for _, _, peak in results)
 
 
 async def main(prompts: int, cap: int, latency: float) -> list[int]:
@@ -67,6 +98,11 @@ async def main(prompts: int, cap: int, latency: float) -> list[int]:
         f"The same batch on a bare LangGraph graph of the same shape (Send fan-out + aggregate node, the same "
         f"fake model and CallLimiter, no selfmoa): {bare:.3f} of the ideal, the ceiling of a LangGraph graph "
         "on this machine's event loop"
+    )
+    split, peak = processes_ratio(prompts, cap, latency, 2)
+    print(
+        f"Past one core: the same batch split over 2 processes, each with a CallLimiter({cap // 2}) (at most {peak} "
+        f"calls in flight in all): {split:.3f} of the ideal (informative; the target is for one shared limiter)"
     )
     status = 0 if model.peak_concurrency <= cap else 1
     if status:
