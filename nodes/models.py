@@ -198,6 +198,8 @@ def _resolution_error(spec: str, exc: Exception) -> ModelResolutionError:
         var = "OPENAI_API_KEY" if spec.startswith("openai:") else "the provider's API key variable"
         return ModelResolutionError(f"model {spec!r} needs an API key: set {var} (it is read at call time)")
     first = text[:200] or type(exc).__name__
+    if type(exc).__name__ == "LocalModelError":  # already says how to fix it (e.g. which extra to install)
+        return ModelResolutionError(f"cannot create model {spec!r}: {text}")
     return ModelResolutionError(
         f"cannot create model {spec!r}: {first} (use 'provider:model', e.g. 'openai:gpt-4o-mini', or 'local')"
     )

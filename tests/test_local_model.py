@@ -155,6 +155,13 @@ def test_missing_package_names_the_extra(monkeypatch):
     assert "\n" not in msg
     assert "pip install 'selfmoa[local-absent]'" in msg
     assert "selfmoa-absent-part1==0.0.1" in msg
+    # Through the model string, the error keeps that fix and adds no unrelated hint.
+    from selfmoa import ModelResolutionError, create_model
+
+    with pytest.raises(ModelResolutionError) as err:
+        create_model("local:absent-model")
+    assert str(err.value).endswith("install it with: pip install 'selfmoa[local-absent]'")
+    assert "provider:model" not in str(err.value)
 
     # A model that cannot be an extra names its exact command instead.
     smol_missing = dataclasses.replace(
