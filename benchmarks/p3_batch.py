@@ -24,11 +24,16 @@ from selfmoa.testing import FakeChatModel
 K = 6
 
 
+def questions(count: int, first: int = 0) -> list[dict]:
+    """Graph inputs of the batch: one distinct question per prompt."""
+    return [{"messages": [("user", f"Question number {i}?")]} for i in range(first, first + count)]
+
+
 async def cpu_floor(prompts: int) -> float:
     """Seconds the same batch takes with instant calls and no cap: the CPU cost of the runs."""
     graph = create_self_moa(FakeChatModel(), samples=K).compile()
     started = time.perf_counter()
-    await graph.abatch([{"messages": [("user", f"Question number {i}?")]} for i in range(prompts)])
+    await graph.abatch(questions(prompts))
     return time.perf_counter() - started
 
 
@@ -37,7 +42,7 @@ async def bare_ratio(prompts: int, cap: int, latency: float) -> float:
     model = FakeChatModel(latency=latency)
     graph = bare_graph(model, CallLimiter(cap))
     started = time.perf_counter()
-    await graph.abatch([{"messages": [("user", f"Question number {i}?")]} for i in range(prompts)])
+    await graph.abatch(questions(prompts))
     return len(model.calls) * latency / cap / (time.perf_counter() - started)
 
 
@@ -47,7 +52,7 @@ def _worker(first: int, count: int, cap: int, latency: float, start_at: float) -
     async def run() -> tuple[float, int, int]:
         model = FakeChatModel(latency=latency)
         graph = create_self_moa(model, samples=K, limiter=CallLimiter(cap)).compile()
-        inputs = [{"messages": [("user", f"Question number {i}?")]} for i in range(first, first + count)]
+        inputs = questions(count, first)
         await asyncio.sleep(max(0.0, start_at - time.time()))
         await graph.abatch(inputs)
         return time.time(), len(model.calls), model.peak_concurrency
@@ -76,7 +81,7 @@ async def main(prompts: int, cap: int, latency: float) -> list[int]:
     model = FakeChatModel(latency=latency)
     limiter = CallLimiter(cap)
     graph = create_self_moa(model, samples=K, limiter=limiter).compile()
-    inputs = [{"messages": [("user", f"Question number {i}?")]} for i in range(prompts)]
+    inputs = questions(prompts)
     started = time.perf_counter()
     results = await graph.abatch(inputs)
     wall = time.perf_counter() - started

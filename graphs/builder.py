@@ -199,8 +199,7 @@ def _first_batch(state: MoAState, plan: Plan, layer: int) -> list[Send]:
 def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[Send]:
     references = state.get("references", []) if layer > 0 else []
     sends = []
-    for first, n, group in _requests(plan["layers"][layer], indices, plan["batched"]):
-        offset = first - group["first"]
+    for first, n, group, offset in _requests(plan["layers"][layer], indices, plan["batched"]):
         task = ProposeTask(
             layer=layer + 1,
             sample=first,
@@ -216,22 +215,22 @@ def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[
     return sends
 
 
-def _requests(groups: list[PlanGroup], indices: range, batched: bool) -> list[tuple[int, int, dict]]:
-    """(first sample, choices, its group) per request: one per sample, or per group's run of samples.
+def _requests(groups: list[PlanGroup], indices: range, batched: bool) -> list[tuple[int, int, PlanGroup, int]]:
+    """(first sample, choices, its group, its index within the group) per request: one per
+    sample, or one per group's run of samples.
 
     `indices` is a contiguous range, so walking the groups once finds every request.
     """
-    requests: list[tuple[int, int, dict]] = []
+    requests: list[tuple[int, int, PlanGroup, int]] = []
     start = 0
     for group in groups:
         stop = start + group["samples"]
         lo, hi = max(start, indices.start), min(stop, indices.stop)
         if lo < hi:
-            info = {**group, "first": start}
             if batched:
-                requests.append((lo, hi - lo, info))
+                requests.append((lo, hi - lo, group, lo - start))
             else:
-                requests += [(i, 1, info) for i in range(lo, hi)]
+                requests += [(i, 1, group, i - start) for i in range(lo, hi)]
         start = stop
     return requests
 

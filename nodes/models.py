@@ -149,11 +149,12 @@ def _openai(rest: str, kwargs: dict[str, Any]) -> BaseChatModel:
         key = os.environ.get(key_env) if key_env else os.environ.get("OPENAI_API_KEY")
         if key_env and not key:
             raise ModelResolutionError(f"model 'openai:{rest}' needs an API key: set the {key_env} environment variable")
-        if not key and _is_loopback(base_url):
+        loopback = _is_loopback(base_url)
+        if not key and loopback:
             key = "unused"  # local servers accept any key, the client insists on one
         if key:
             options.setdefault("api_key", key)
-        if _is_loopback(base_url):
+        if loopback:
             options = {**loopback_http_clients(ChatOpenAI), **options}
     return ChatOpenAI(**options)
 
