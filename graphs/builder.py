@@ -17,7 +17,7 @@ from __future__ import annotations
 from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import get_runtime
 from langgraph.types import Overwrite, Send
 
 from selfmoa.graphs.plan import apply_context, make_plan
@@ -26,7 +26,6 @@ from selfmoa.graphs.spec import MoASpec
 from selfmoa.nodes import (
     CallPolicy,
     EnsembleContext,
-    InputError,
     InputState,
     ModelTable,
     MoAState,
@@ -40,8 +39,11 @@ from selfmoa.nodes import (
     make_propose,
     review,
 )
+from selfmoa.nodes.answers import AnswerOf, answer_extractor
 from selfmoa.nodes.calls import node, trim_references
-from selfmoa.nodes.state import Plan, PlanGroup, Tally, new_run
+from selfmoa.nodes.inputs import check_input
+from selfmoa.nodes.models import context_tokens
+from selfmoa.nodes.state import Plan, PlanGroup, Settle, Synthesis, Tally, new_run
 
 
 def build_graph(spec: MoASpec) -> StateGraph:
@@ -61,17 +63,34 @@ def build_graph(spec: MoASpec) -> StateGraph:
         True
     """
     models = ModelTable()
+    settled_answer = answer_extractor(spec.aggregator.answer_of)  # what "the same answer" means for patience
     default_plan = make_plan(spec, models)  # validates the models now, at build time
     policy = CallPolicy(
         max_attempts=spec.max_attempts, retry_delay=spec.retry_delay, timeout=spec.timeout, limiter=spec.limiter
     )
 
-    def prepare(state: MoAState, runtime: Runtime[EnsembleContext]) -> dict:
-        if not state.get("messages"):
-            raise InputError("input has no messages; invoke the graph with {'messages': [('user', 'your question')]}")
-        context = runtime.context if runtime is not None else None
-        plan = default_plan if context is None else make_plan(apply_context(spec, context), models)
+    def plan_of(state: MoAState) -> Plan:
+        check_input(state.get("messages"))  # nothing to answer: said before anything else
+        # Read through the public accessor rather than an injected `runtime` argument, so
+        # the node works whichever wrapper runs it (see `selfmoa.nodes.calls.node`).
+        context = get_runtime(EnsembleContext).context
+        return default_plan if context is None else make_plan(apply_context(spec, context), models)
+
+    def checked(state: MoAState, plan: Plan) -> dict:
+        # Before any call: a conversation over max_input_chars, or over a model's known
+        # context (the embedded model's slot), is refused here rather than by k failed calls.
+        contexts = [(label, context_tokens(models.get(label))) for label in _labels(plan)]
+        check_input(state["messages"], max_chars=spec.max_input_chars, contexts=contexts)
         return {**new_run(), "plan": plan}
+
+    def prepare(state: MoAState) -> dict:
+        return checked(state, plan_of(state))
+
+    async def aprepare(state: MoAState) -> dict:
+        plan = plan_of(state)
+        for label in _labels(plan):
+            await models.aget(label)  # a first resolution (starting a model) runs off the event loop
+        return checked(state, plan)
 
     def route_start(state: MoAState) -> list[Send]:
         return _first_batch(state, state["plan"], 0)
@@ -112,12 +131,17 @@ def build_graph(spec: MoASpec) -> StateGraph:
         update["tally"] = tally
         batches = _batches(plan)
         batch = state.get("batch", 0)
-        if batch < len(batches):
+        settle = _settle(state.get("settle"), state.get("synthesis"), settled_answer)
+        update["settle"] = settle
+        if batch < len(batches) and settle["streak"] < (plan.get("patience") or len(batches) + 1):
             writer({"selfmoa": "window", "batch": batch, "succeeded": len(ok), "failed": len(pending) - len(ok)})
             update["batch"] = batch + 1
             if ok or batch + 1 < len(batches):
                 return update
-        return {**update, **_finish(state, plan, tally)}
+        stop = _stop(plan, batches, batch)
+        if stop.get("stopped") == "settled":
+            writer({"selfmoa": "stopped", **stop, "steps": settle["step"] + 1, "streak": settle["streak"]})
+        return {**update, **stop, **_finish(state, plan, tally)}
 
     def route_collect(state: MoAState) -> list[Send] | str:
         if state.get("answer"):
@@ -139,6 +163,8 @@ def build_graph(spec: MoASpec) -> StateGraph:
             carried = [synthesis["text"]] * plan["reserved"] if synthesis is not None else []
             task = WindowTask(
                 model=plan["aggregator"],
+                mode=plan.get("mode", "synthesize"),  # type: ignore[typeddict-item]
+                carried=synthesis.get("chosen") if synthesis is not None else None,
                 temperature=plan["aggregator_temperature"],
                 seed=plan["seed"],
                 prompt=plan["prompt"],
@@ -156,7 +182,7 @@ def build_graph(spec: MoASpec) -> StateGraph:
         return sends
 
     graph = StateGraph(MoAState, context_schema=EnsembleContext, input_schema=InputState, output_schema=OutputState)
-    graph.add_node("prepare", node(prepare, name="prepare"))
+    graph.add_node("prepare", node(prepare, aprepare, name="prepare"))
     graph.add_node("propose", make_propose(models, policy))
     graph.add_node("collect", node(collect, name="collect"))
     graph.add_edge(START, "prepare")
@@ -169,7 +195,7 @@ def build_graph(spec: MoASpec) -> StateGraph:
             "collect", node(route_collect, name="route_collect", trace=True), ["propose", "aggregate_window", END]
         )
     else:
-        graph.add_node("aggregate", make_aggregate(models, policy))
+        graph.add_node("aggregate", make_aggregate(models, policy, answer_extractor(spec.aggregator.answer_of)))
         if spec.review:
             graph.add_node("review", review)
             graph.add_edge("review", "aggregate")
@@ -178,6 +204,11 @@ def build_graph(spec: MoASpec) -> StateGraph:
         graph.add_conditional_edges("collect", edge, ["propose", after])
         graph.add_edge("aggregate", END)
     return graph
+
+
+def _labels(plan: Plan) -> list[str]:
+    """Every model of a plan that sees the conversation, once each."""
+    return list(dict.fromkeys([g["model"] for layer in plan["layers"] for g in layer] + [plan["aggregator"]]))
 
 
 def _batches(plan: Plan) -> list[range]:
@@ -235,6 +266,39 @@ def _requests(groups: list[PlanGroup], indices: range, batched: bool) -> list[tu
     return requests
 
 
+def _settle(before: Settle | None, synthesis: Synthesis | None, answer_of: AnswerOf) -> Settle:
+    """How many window steps in a row have kept the synthesis's answer, after the latest step.
+
+    Example:
+        >>> from selfmoa.nodes.answers import number
+        >>> s = _settle(None, {"text": "It is 4", "id": None, "usage_metadata": None, "step": 0}, number)
+        >>> s = _settle(s, {"text": "So, 4.", "id": None, "usage_metadata": None, "step": 1}, number)
+        >>> s["streak"], _settle(s, {"text": "It's 5", "id": None, "usage_metadata": None, "step": 2}, number)["streak"]
+        (1, 0)
+    """
+    before = before or Settle(step=-1, answer=None, streak=0)
+    if synthesis is None or synthesis.get("step", before["step"]) == before["step"]:
+        return before  # no new window step in this superstep
+    answer = answer_of(synthesis["text"])
+    same = before["step"] >= 0 and answer is not None and answer == before["answer"]
+    return Settle(step=synthesis["step"], answer=answer, streak=before["streak"] + 1 if same else 0)
+
+
+def _stop(plan: Plan, batches: list[range], batch: int) -> dict:
+    """Why a sliding-window run ends here, and the calls it did not make.
+
+    The batch in flight (`batches[batch]`) was drawn but is not aggregated when the run
+    stops early; every later batch, and each window step it would have needed, is saved.
+    """
+    if not plan["windowed"]:
+        return {}
+    early = batch < len(batches)
+    drawn = sum(len(b) for b in batches[: batch + 1])
+    saved = {"proposals": sum(len(b) for b in batches) - drawn, "aggregations": len(batches) - batch} if early else {
+        "proposals": 0, "aggregations": 0}
+    return {"stopped": "settled" if early else "samples", "saved": saved}
+
+
 def _finish(state: MoAState, plan: Plan, tally: Tally) -> dict:
     synthesis = state.get("synthesis")
     if tally["succeeded"] < plan["min_proposals"] or synthesis is None:
@@ -245,10 +309,49 @@ def _finish(state: MoAState, plan: Plan, tally: Tally) -> dict:
 
 
 def _quorum_error(proposals: list[Proposal], layer: int, ok: int, failed: int, needed: int) -> ProposalsFailedError:
-    examples = [p for p in proposals if p["error"] is not None]
-    shown = "; ".join(f"{p['model']}[{p['sample']}]: {p['error']}" for p in examples[:3])
-    more = f"; and {failed - 3} more" if failed > 3 else ""
     return ProposalsFailedError(
         f"only {ok} of {ok + failed} proposals of layer {layer} succeeded, {needed} needed (min_proposals): "
-        f"{shown}{more}; fix the model or endpoint, or lower min_proposals"
+        f"{group_failures(proposals, ok + failed, failed)}; fix the model or endpoint, or lower min_proposals"
     )
+
+
+def group_failures(proposals: list[Proposal], total: int, failed: int | None = None) -> str:
+    """The failed proposals' errors, each distinct error once: with its count when shared.
+
+    `failed` counts failures no longer in `proposals` too (a window run keeping the latest
+    batch only); those show as "and N more".
+
+    Example:
+        >>> p = lambda s, e: {"model": "openai:m", "sample": s, "error": e}
+        >>> group_failures([p(0, "ConnectionError"), p(1, "ConnectionError"), p(2, "Timeout")], 4)
+        '2 of 4 proposals failed: ConnectionError (openai:m[0-1]); openai:m[2]: Timeout'
+    """
+    groups: dict[str, dict[str, list[int]]] = {}
+    for p in proposals:
+        if p["error"] is not None:
+            groups.setdefault(p["error"], {}).setdefault(p["model"], []).append(p["sample"])
+    parts, shown = [], 0
+    for error, by_model in list(groups.items())[:3]:
+        count = sum(len(samples) for samples in by_model.values())
+        where = ", ".join(f"{model}[{_ranges(samples)}]" for model, samples in by_model.items())
+        parts.append(f"{count} of {total} proposals failed: {error} ({where})" if count > 1 else f"{where}: {error}")
+        shown += count
+    failed = sum(len(s) for m in groups.values() for s in m.values()) if failed is None else failed
+    if failed > shown:
+        parts.append(f"and {failed - shown} more")
+    return "; ".join(parts) or f"0 of {total} proposals returned"
+
+
+def _ranges(samples: list[int]) -> str:
+    # 0,1,2,5 -> "0-2,5": six failures of one endpoint read as one short label.
+    out: list[str] = []
+    ordered = sorted(samples)
+    start = prev = ordered[0]
+    for s in [*ordered[1:], None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if s is not None:
+            start = prev = s
+    return ",".join(out)

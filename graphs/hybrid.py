@@ -16,7 +16,8 @@ def create_from_spec(spec: MoASpec | dict | str | Path) -> StateGraph:
     Args:
         spec: A `MoASpec`, a dict of the same shape, or a path to a YAML or JSON file.
             Per layer it lists the proposer models and samples of each; `aggregator` says
-            which model aggregates and whether one-shot or through a sliding window.
+            which model aggregates, how (`mode`: synthesize, select or vote) and
+            whether in one call or through a sliding window (`window`).
 
     Returns:
         An uncompiled `StateGraph`.
@@ -30,7 +31,7 @@ def create_from_spec(spec: MoASpec | dict | str | Path) -> StateGraph:
         >>> from selfmoa.testing import FakeChatModel
         >>> a, b = FakeChatModel(model="a"), FakeChatModel(model="b")
         >>> spec = {"layers": [[{"model": a, "samples": 3}, {"model": b, "samples": 3}]],
-        ...         "aggregator": {"model": a, "mode": "window", "window": 4, "reserved": 2}}
+        ...         "aggregator": {"model": a, "window": 4, "reserved": 2}}
         >>> out = create_from_spec(spec).compile().invoke({"messages": "Hi"})
         >>> [p["model"] for p in out["proposals"]], len(out["aggregations"])
         (['a', 'a', 'a', 'b', 'b', 'b'], 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from typing_extensions import TypedDict
@@ -24,14 +25,25 @@ class RunOptions(TypedDict, total=False):
             proposals (needs a checkpointer; see `selfmoa.graphs.review`).
         max_reference_chars: Most characters of references one call sees in all, default
             24,000; longer references are trimmed to fit, with a warning (None: no limit).
+        max_input_chars: Most characters the conversation may hold; longer input is
+            refused before any call with an `InputError` (None, the default: no limit
+            besides the models' known contexts).
         limiter: A `selfmoa.CallLimiter` shared by several graphs: a cap on model calls
             in flight across all their runs.
+        mode: How the aggregator combines the candidates: "synthesize" (write a new
+            answer, the default), "select" (name the most consistent candidate and return
+            it verbatim) or "vote" (majority over extracted answers, no model call; not
+            with a sliding window).
+        answer_of: What "vote" compares: "number", "letter", "last_line" or a callable
+            from a reply to its short answer (default: the whole reply, normalised).
         sampling: "parallel" (one request per sample, the default) or "n" (one request
             asking for all of a model's samples as `n` choices, where the endpoint
             supports it).
     """
 
     aggregator_temperature: float | None
+    mode: Literal["synthesize", "select", "vote"]
+    answer_of: str | Callable[[str], str | None] | None
     min_proposals: int
     max_attempts: int
     retry_delay: float
@@ -40,6 +52,7 @@ class RunOptions(TypedDict, total=False):
     sampling: Literal["parallel", "n"]
     review: bool
     max_reference_chars: int | None
+    max_input_chars: int | None
     limiter: CallLimiter | None
 
 
@@ -52,8 +65,9 @@ def make_spec(
         valid = ", ".join(sorted(RunOptions.__annotations__))
         raise SpecError(f"{factory}() got unknown option {unknown[0]!r}; valid options: {valid}")
     options = dict(options)
-    if "aggregator_temperature" in options:
-        aggregator = {**aggregator, "temperature": options.pop("aggregator_temperature")}
+    for option, field in (("aggregator_temperature", "temperature"), ("mode", "mode"), ("answer_of", "answer_of")):
+        if option in options:  # aggregator settings, given flat to the factories
+            aggregator = {**aggregator, field: options.pop(option)}
     if aggregator.get("model") is None:
         aggregator = {k: v for k, v in aggregator.items() if k != "model"}
     try:

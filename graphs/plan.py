@@ -42,14 +42,16 @@ def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
         aggregator=aggregator,
         aggregator_temperature=spec.aggregator.temperature,
         seed=spec.seed,
-        windowed=spec.aggregator.mode == "window",
-        window=spec.aggregator.window,
+        mode=spec.aggregator.mode,
+        windowed=spec.aggregator.window is not None,
+        window=spec.aggregator.window or 0,
         reserved=spec.aggregator.reserved,
         min_proposals=spec.min_proposals,
         batched=spec.sampling == "n",
         prompt=spec.prompt,
         max_reference_chars=spec.max_reference_chars,
         keep_all=spec.aggregator.keep == "all",
+        patience=spec.aggregator.patience,
     )
 
 
@@ -81,7 +83,9 @@ def apply_context(spec: MoASpec, context: EnsembleContext | dict | None) -> MoAS
     for key in ("temperature", "seed", "prompt"):
         if key in overrides:
             data[key] = overrides[key]
-    aggregator_keys = {"aggregator": "model", "aggregator_temperature": "temperature", "window": "window", "reserved": "reserved"}
+    aggregator_keys = {"aggregator": "model", "aggregator_temperature": "temperature", "mode": "mode"}
+    if spec.aggregator.window is not None:  # the graph's shape is fixed: a window only resizes
+        aggregator_keys.update(window="window", reserved="reserved")
     for key, field in aggregator_keys.items():
         if key in overrides:
             data["aggregator"][field] = overrides[key]

@@ -23,6 +23,7 @@ def create_self_moa_seq(
     temperature: float | None = 0.7,
     seed: int | None = None,
     keep: Literal["all", "latest"] = "all",
+    patience: int | None = None,
     **options: Unpack[RunOptions],
 ) -> StateGraph:
     """Build a Self-MoA-Seq graph (Li et al. 2025, arXiv 2502.00674, §5).
@@ -45,7 +46,13 @@ def create_self_moa_seq(
             "latest" keeps only the latest batch and step, so the state and each
             checkpoint stay the same size for any N (checkpoint bytes linear in N rather
             than quadratic; read every record from `stream_mode="updates"` instead).
-        **options: Any of `RunOptions`.
+        patience: Stop drawing samples once P window steps in a row kept the answer of
+            the step before (as `answer_of` extracts it; default: the whole synthesis,
+            whitespace and case normalised). The result's `stopped` says "settled" or
+            "samples", and `saved` counts the proposer and aggregator calls not made;
+            samples already in flight are recorded in `proposals` but not aggregated.
+        **options: Any of `RunOptions` (`mode="select"` keeps the chosen sample as the
+            synthesis; `answer_of` decides what `patience` compares).
 
     Returns:
         An uncompiled `StateGraph`.
@@ -65,6 +72,6 @@ def create_self_moa_seq(
     except ValueError as exc:
         raise SpecError(f"create_self_moa_seq(): {exc}") from None
     layers = [[{"model": model, "samples": samples}]]
-    agg = {"model": aggregator, "mode": "window", "window": window, "reserved": reserved, "keep": keep}
+    agg = {"model": aggregator, "window": window, "reserved": reserved, "keep": keep, "patience": patience}
     spec = make_spec("create_self_moa_seq", layers, agg, temperature, seed, options)
     return build_graph(spec)

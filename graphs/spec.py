@@ -14,8 +14,8 @@ A YAML spec::
         - {model: "anthropic:claude-3-5-haiku-latest", samples: 3}
     aggregator:
       model: "openai:gpt-4o-mini"
-      mode: window          # or "oneshot" (the default)
-      window: 6
+      mode: synthesize      # or select, or vote
+      window: 6             # leave out for one call over every proposal
       reserved: 3
 """
 
@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator, model_validator
 
 from selfmoa.nodes import CallLimiter, SpecError
+from selfmoa.nodes.answers import answer_extractor
 from selfmoa.prompts import AGGREGATE_PROMPT
 
 Model = str | InstanceOf[BaseChatModel]
@@ -85,16 +87,35 @@ class LayerSpec(_Spec):
 
 
 class AggregatorSpec(_Spec):
-    """The final aggregation: one call over every proposal, or a sliding window."""
+    """How the last layer's proposals become the answer.
+
+    `mode` says how: `synthesize` writes a new answer from the candidates (the paper's
+    aggregate-and-synthesize), `select` has the model name the candidate most consistent
+    with the others and returns it verbatim (universal self-consistency), `vote` takes a
+    majority over the candidates' extracted answers with no model call.
+
+    `window` says over what: None (the default) aggregates every proposal in one call; a
+    number W slides a window of W references over the samples (Self-MoA-Seq), R of them
+    (`reserved`) repeating the running synthesis. The older spelling `mode: window` /
+    `mode: oneshot` is still read, as a window of 6 and as None.
+    """
 
     model: Model | None = None
     """Aggregator model; None means the first proposer model of the last layer (Self-MoA)."""
-    mode: Literal["oneshot", "window"] = "oneshot"
-    window: int = Field(default=6, ge=2)
-    """References per aggregation call in window mode (W)."""
+    mode: Literal["synthesize", "select", "vote"] = "synthesize"
+    window: int | None = Field(default=None, ge=2)
+    """References per aggregation call (W) for Self-MoA-Seq; None: one call over all proposals."""
     reserved: int = Field(default=3, ge=1)
     """Window slots that repeat the current synthesis (R, 0 < R < W)."""
     temperature: float | None = Field(default=0.0, ge=0)
+    answer_of: str | Callable[[str], str | None] | None = Field(default=None, exclude=True)
+    """What `vote` (and `patience`) compares: the name of a built-in extractor (`number`, `letter`,
+    `last_line`) or, in Python, any callable from a reply to its short answer. None: the
+    whole reply with whitespace and case normalised."""
+    patience: int | None = Field(default=None, ge=1)
+    """Window mode: stop drawing samples once P window steps in a row kept the answer of
+    the step before (compared through `answer_of`); the answer is the latest synthesis.
+    None: aggregate every sample."""
     keep: Literal["all", "latest"] = "all"
     """What a run's `proposals` and `aggregations` hold in window mode: every call ("all"),
     or the latest batch and window step only ("latest"), so that the state and each
@@ -103,15 +124,41 @@ class AggregatorSpec(_Spec):
 
     _non_empty_model = field_validator("model")(_check_model)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_mode(cls, value: Any) -> Any:
+        # The first release spelled the window as a mode; read it as the window it meant.
+        if isinstance(value, dict) and value.get("mode") in ("window", "oneshot"):
+            value = dict(value)
+            windowed = value.pop("mode") == "window"
+            if not windowed:
+                value.pop("window", None)
+            elif value.get("window") is None:
+                value["window"] = 6
+        return value
+
+    @field_validator("answer_of")
+    @classmethod
+    def _check_answer_of(cls, value: Any) -> Any:
+        answer_extractor(value)  # raises ValueError naming the known extractors
+        return value
+
     @model_validator(mode="after")
     def _check_window(self) -> AggregatorSpec:
-        if self.reserved >= self.window:
+        if self.window is not None and self.reserved >= self.window:
             raise ValueError(
                 f"reserved must be smaller than window, got window={self.window}, reserved={self.reserved}; "
                 "e.g. window=6, reserved=3 as in the paper"
             )
-        if self.keep == "latest" and self.mode != "window":
-            raise ValueError("keep='latest' applies to window mode only; set mode to 'window' or keep to 'all'")
+        if self.keep == "latest" and self.window is None:
+            raise ValueError("keep='latest' applies to window mode only; set a window or keep to 'all'")
+        if self.patience is not None and self.window is None:
+            raise ValueError("patience stops a sliding window early; set a window (Self-MoA-Seq) or drop patience")
+        if self.mode == "vote" and self.window is not None:
+            raise ValueError(
+                "mode 'vote' takes all samples at once and cannot slide a window; "
+                "use mode 'synthesize' or 'select' with a window, or drop the window"
+            )
         return self
 
 
@@ -148,6 +195,10 @@ class MoASpec(_Spec):
     """Most characters of references (proposals, or synthesis and samples in a window)
     one call sees in all; longer references are trimmed to fit, with a warning in the
     run's `warnings` (None: no limit)."""
+    max_input_chars: int | None = Field(default=None, ge=1)
+    """Most characters the conversation may hold; a longer one is refused before any call
+    with an `InputError` (None: no limit besides the models' known contexts, which are
+    always checked, e.g. the embedded model's)."""
     limiter: InstanceOf[CallLimiter] | None = Field(default=None, exclude=True)
     """A `CallLimiter` capping model calls in flight across every graph that shares it;
     not part of dumps, state or checkpoints."""
@@ -171,9 +222,9 @@ class MoASpec(_Spec):
 
     @model_validator(mode="after")
     def _check_review(self) -> MoASpec:
-        if self.review and self.aggregator.mode == "window":
+        if self.review and self.aggregator.window is not None:
             raise ValueError(
-                "review works with one-shot aggregation only; set aggregator.mode to 'oneshot' or review to false"
+                "review works with one-shot aggregation only; remove aggregator.window or set review to false"
             )
         return self
 
@@ -235,25 +286,39 @@ def load_spec_file(path: str | Path) -> dict:
     return data
 
 
-def one_line(exc: ValidationError, what: str) -> str:
-    """Turn a pydantic error into one actionable line."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    parts = [str(part) for part in first["loc"]]
+def one_line(exc: ValidationError, what: str, *, limit: int = 3) -> str:
+    """Turn a pydantic error into one actionable line naming its first `limit` problems.
+
+    Example:
+        >>> try:
+        ...     MoASpec.model_validate({"layers": [[{"model": "m", "samples": 0}]], "temprature": 1, "seed": "x"})
+        ... except ValidationError as exc:
+        ...     print(one_line(exc, "spec"))  # doctest: +ELLIPSIS
+        3 problems in spec: (1) invalid spec at 'layers.0.proposers.0.samples': ...; (2) ...; (3) unknown key 'temprature'...
+    """
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        problem = _problem(error, what)
+        if problem not in problems:  # a bad model fails both arms of `str | chat model`: one problem
+            problems.append(problem)
+    if len(problems) == 1:
+        return problems[0]
+    more = len(problems) - limit
+    listed = "; ".join(f"({i}) {problem}" for i, problem in enumerate(problems[:limit], 1))
+    return f"{len(problems)} problems in {what}: {listed}" + (f" (and {more} more)" if more > 0 else "")
+
+
+def _problem(error: Any, what: str) -> str:
+    parts = [str(part) for part in error["loc"]]
     if "model" in parts[:-1] and parts[parts.index("model") + 1 :][:1] in (["str"], ["is-instance[BaseChatModel]"]):
-        # A model of the wrong type fails both arms of `str | chat model`: say so once.
         loc = ".".join(parts[: parts.index("model") + 1])
-        return f"invalid {what} at {loc!r}: {_MODEL_HINT}, got {repr(first.get('input'))[:60]}"
+        return f"invalid {what} at {loc!r}: {_MODEL_HINT}, got {repr(error.get('input'))[:60]}"
     loc = ".".join(parts) or what
-    if first["type"] == "extra_forbidden":
-        msg = f"unknown key {loc!r} in {what}; remove it or check its spelling"
-    elif first["type"] == "missing":
-        msg = f"{what} is missing the required key {loc!r}"
-    else:
-        text = first["msg"].removeprefix("Value error, ")
-        msg = f"invalid {what} at {loc!r}: {text}"
-    more = len(errors) - 1
-    return msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {loc!r} in {what}; remove it or check its spelling"
+    if error["type"] == "missing":
+        return f"{what} is missing the required key {loc!r}"
+    return f"invalid {what} at {loc!r}: {error['msg'].removeprefix('Value error, ')}"
 
 
 SpecLike = Annotated[MoASpec | dict | str | Path, "a MoASpec, a dict, or a path to a YAML/JSON spec file"]

@@ -109,7 +109,7 @@ def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, n
     bookkeeping nodes (microseconds of work, no I/O) that thread hop costs more than the
     work, so without `afunc` they run inline on the event loop.
     """
-    if RunnableCallable is None:  # pragma: no cover
+    if RunnableCallable is None:  # tested in tests/test_node_wrapper.py
         return func if afunc is None else RunnableLambda(func, afunc=afunc, name=name)
     if afunc is None:
 

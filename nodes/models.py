@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import os
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
+from pydantic import SecretStr
 
 from selfmoa.nodes.errors import ModelResolutionError
 from selfmoa.nodes.limiter import CallLimiter
@@ -33,6 +35,18 @@ ModelLike = str | BaseChatModel
 _PROVIDERS: dict[str, Callable[..., BaseChatModel]] = {}
 _CACHE: dict[str, BaseChatModel] = {}
 _CACHE_LOCK = threading.Lock()
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.I)
+# Key shapes redacted even when their value is unknown: OpenAI-style keys, bearer tokens,
+# and keys in URL query strings (some providers take them there).
+_KEY_SHAPES = re.compile(
+    r"(?P<keep>\bBearer\s+|[?&](?:key|api_key|apikey|api-key|token|access_token)=)[^&\s\"',;]{8,}"
+    r"|\bsk-[A-Za-z0-9_\-]{8,}",
+    re.I,
+)
+_DUMMY_KEYS = frozenset({"unused", "not-needed", "EMPTY", "none", "sk-no-key-required"})
+_KNOWN_SECRETS: set[str] = set()  # key values the resolver handed to a client in this process
+_MIN_SECRET = 8  # shorter values would redact ordinary words
 
 
 def register_model_provider(prefix: str, factory: Callable[..., BaseChatModel]) -> None:
@@ -72,7 +86,7 @@ def resolve_model(spec: ModelLike) -> BaseChatModel:
     """
     if isinstance(spec, BaseChatModel):
         return spec
-    _check_string(spec)
+    check_model_string(spec)
     with _CACHE_LOCK:
         if spec not in _CACHE:
             _CACHE[spec] = create_model(spec)
@@ -103,8 +117,10 @@ def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
         >>> create_model("openai:qwen2.5@http://127.0.0.1:8000/v1").openai_api_base
         'http://127.0.0.1:8000/v1'
     """
-    _check_string(spec)
-    spec = spec.strip()
+    spec = check_model_string(spec)
+    for name, value in kwargs.items():
+        if _SECRET_NAME.search(name):
+            remember_secret(value)  # an explicit api_key=... never shows in an error either
     prefix, _, rest = spec.partition(":")
     try:
         if prefix in _PROVIDERS:
@@ -128,11 +144,102 @@ def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
         raise _resolution_error(spec, exc) from None
 
 
-def _check_string(spec: Any) -> None:
+def check_model_string(spec: Any) -> str:
+    """Check that a model string is complete, without creating anything; return it stripped.
+
+    Called when a graph is built, so that `"openai:"` or `"openai:@http://host/v1"` fail
+    there, in one line naming the missing part, rather than at the first call.
+
+    Raises:
+        ModelResolutionError: The string is empty or misses a part.
+
+    Example:
+        >>> check_model_string(" openai:gpt-4o-mini ")
+        'openai:gpt-4o-mini'
+        >>> check_model_string("openai:")
+        Traceback (most recent call last):
+        ...
+        selfmoa.nodes.errors.ModelResolutionError: model 'openai:' names no model after 'openai:'; write 'openai:MODEL', e.g. 'openai:gpt-4o-mini'
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelResolutionError(
             f"model must be a LangChain chat model or a non-empty string like 'openai:gpt-4o-mini', got {spec!r}"
         )
+    spec = spec.strip()
+    prefix, colon, rest = spec.partition(":")
+    if not colon:
+        return spec  # a registered prefix alone ("local") or a name init_chat_model infers a provider for
+    if not prefix.strip():
+        raise ModelResolutionError(
+            f"model {spec!r} names no provider before ':'; write 'provider:model', e.g. 'openai:gpt-4o-mini'"
+        )
+    if not rest.strip():
+        example = "'local' or 'local:NAME'" if prefix == "local" else f"'{prefix}:MODEL', e.g. 'openai:gpt-4o-mini'"
+        raise ModelResolutionError(f"model {spec!r} names no model after '{prefix}:'; write {example}")
+    if prefix == "openai" and prefix not in _PROVIDERS:
+        _check_endpoint(spec, rest)
+    return spec
+
+
+def _check_endpoint(spec: str, rest: str) -> None:
+    model, at, endpoint = rest.partition("@")
+    form = "write 'openai:MODEL@BASE_URL', e.g. 'openai:qwen2.5@http://localhost:8000/v1'"
+    if not model.strip():
+        raise ModelResolutionError(f"model {spec!r} names no model before '@'; {form}")
+    if not at:
+        return
+    base_url, _, query = endpoint.partition("?")
+    if not base_url.strip():
+        raise ModelResolutionError(f"model {spec!r} names no base URL after '@'; {form}")
+    if not base_url.startswith(("http://", "https://")):
+        raise ModelResolutionError(f"model {spec!r}: the base URL must start with http:// or https://; {form}")
+    for pair in filter(None, query.split("&")):
+        name, _, value = pair.partition("=")
+        if name != "key_env":
+            # Anything else (a key itself, say) would sit in graph state as part of the label.
+            raise ModelResolutionError(
+                f"model {spec!r}: unknown option {name!r} after '?'; the only one is key_env=VARIABLE "
+                "(the name of the environment variable holding the key)"
+            )
+        if not value:
+            raise ModelResolutionError(f"model {spec!r} names no variable after 'key_env='; write key_env=MY_KEY_VAR")
+
+
+def remember_secret(value: Any) -> None:
+    """Add a key value to those that `redact` removes from every error text.
+
+    The resolver calls it for each key it hands to a client; call it for keys your own
+    code gives to chat models that selfmoa does not create.
+
+    Example:
+        >>> remember_secret("my-secret-value-123")
+        >>> redact("rejected key my-secret-value-123")
+        'rejected key ***'
+    """
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str) and len(value) >= _MIN_SECRET and value not in _DUMMY_KEYS:
+        _KNOWN_SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """`text` without API keys: known key values, secret-named environment variables, key shapes.
+
+    Known values are the keys the resolver handed to clients (`OPENAI_API_KEY`, `?key_env=`
+    variables, an explicit `api_key`) and those of chat model instances given to a graph;
+    the environment is read each time, so a key set after import is covered too. Shapes
+    are `sk-...` keys, bearer tokens and `key=`/`token=` query values.
+
+    Example:
+        >>> redact("Incorrect API key provided: sk-abcdef0123456789; header Bearer abc.def.ghi.jkl")
+        'Incorrect API key provided: ***; header Bearer ***'
+    """
+    values = set(_KNOWN_SECRETS)
+    values.update(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET)
+    for value in sorted(values - _DUMMY_KEYS, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, "***")
+    return _KEY_SHAPES.sub(lambda m: (m.group("keep") or "") + "***", text)
 
 
 def _openai(rest: str, kwargs: dict[str, Any]) -> BaseChatModel:
@@ -149,6 +256,7 @@ def _openai(rest: str, kwargs: dict[str, Any]) -> BaseChatModel:
         key = os.environ.get(key_env) if key_env else os.environ.get("OPENAI_API_KEY")
         if key_env and not key:
             raise ModelResolutionError(f"model 'openai:{rest}' needs an API key: set the {key_env} environment variable")
+        remember_secret(key)
         loopback = _is_loopback(base_url)
         if not key and loopback:
             key = "unused"  # local servers accept any key, the client insists on one
@@ -194,7 +302,7 @@ def _is_loopback(url: str) -> bool:
 
 
 def _resolution_error(spec: str, exc: Exception) -> ModelResolutionError:
-    text = " ".join(str(exc).split())
+    text = redact(" ".join(str(exc).split()))
     if "api_key" in text or "API key" in text or "api key" in text.lower():
         var = "OPENAI_API_KEY" if spec.startswith("openai:") else "the provider's API key variable"
         return ModelResolutionError(f"model {spec!r} needs an API key: set {var} (it is read at call time)")
@@ -238,6 +346,10 @@ class ModelTable:
             raise ModelResolutionError(
                 f"model must be a LangChain chat model or a string like 'openai:gpt-4o-mini', got {type(model).__name__}"
             )
+        if isinstance(model, str):
+            check_model_string(model)  # at build time: an incomplete string fails here, not at the first call
+        else:
+            _remember_model_secrets(model)
         base = model_label(model)
         label, n = base, 1
         while label in self._models and not _same(self._models[label], model):
@@ -262,6 +374,30 @@ class ModelTable:
             return spec
         cached = _CACHE.get(spec)
         return cached if cached is not None else await asyncio.to_thread(resolve_model, spec)
+
+
+def _remember_model_secrets(model: BaseChatModel) -> None:
+    # A client made by the caller (ChatOpenAI(api_key=...)) holds its key as a SecretStr field.
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, SecretStr):
+            remember_secret(value)
+
+
+def context_tokens(model: BaseChatModel) -> int | None:
+    """The most input tokens a chat model takes, when known: its LangChain `profile`.
+
+    The embedded model sets it to its llama.cpp slot size; LangChain fills it in for many
+    hosted models. None when unknown.
+
+    Example:
+        >>> from selfmoa.testing import FakeChatModel
+        >>> context_tokens(FakeChatModel(profile={"max_input_tokens": 4096}))
+        4096
+    """
+    profile = getattr(model, "profile", None) or {}
+    value = profile.get("max_input_tokens") if isinstance(profile, dict) else None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _same(a: ModelLike, b: ModelLike) -> bool:
@@ -307,9 +443,19 @@ _HINTS = {
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line naming the error type, its message and, for known API errors, the fix."""
+    """One line naming the error type, its message and, for known API errors, the fix.
+
+    Every error text that selfmoa keeps (a proposal's `error`, exception messages, hence
+    checkpoints, the CLI's output and the server's responses) comes from here, so API keys
+    are removed here (see `redact`).
+
+    Example:
+        >>> describe_error(PermissionError("Incorrect API key provided: sk-proj-0123456789abcdef"))
+        'PermissionError: Incorrect API key provided: ***'
+    """
     name = type(exc).__name__
-    text = " ".join(str(exc).split())[:300]
+    # Redacted before cutting, so that a key split by the cut cannot survive in part.
+    text = redact(" ".join(str(exc).split()))[:300]
     # langchain-openai re-raises some errors under its own names (OpenAIAuthenticationError).
     hint = next((h for key, h in _HINTS.items() if name.endswith(key)), None)
     if name.endswith("BadRequestError") and "context" in text.lower():
@@ -392,8 +538,49 @@ class CallPolicy:
     async def ainvoke(
         self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
     ) -> AIMessage:
-        """`model.ainvoke` under this policy."""
+        """`model.ainvoke` under this policy.
+
+        A model with only the blocking path (`_generate`, no `_agenerate` or `_astream`)
+        is called in a daemon thread of its own: LangChain would run it in the event loop's
+        default executor, which `asyncio.run` joins on exit, so a call abandoned at its
+        timeout would hold the whole run until it returned.
+        """
+        if _blocking_only(model):
+            call = lambda: model.invoke(list(messages), config, **kwargs)  # noqa: E731
+            return await self.arun(lambda: _in_daemon_thread(call))  # type: ignore[return-value]
         return await self.arun(lambda: model.ainvoke(list(messages), config, **kwargs))  # type: ignore[return-value]
+
+
+def _blocking_only(model: BaseChatModel) -> bool:
+    cls = type(model)
+    return cls._agenerate is BaseChatModel._agenerate and cls._astream is BaseChatModel._astream
+
+
+async def _in_daemon_thread(call: Callable[[], T]) -> T:
+    """Await a blocking call run in a new daemon thread, which nobody joins if it is abandoned."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+    ctx = contextvars.copy_context()  # callbacks and streaming stay attached to the run
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled by the timeout: nobody waits for it any more
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = ctx.run(call)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the run ended without it
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="selfmoa-call", daemon=True).start()
+    return await future
 
 
 def _with_timeout(call: Callable[[], T], timeout: float) -> T:

@@ -67,6 +67,12 @@ class Aggregation(TypedDict):
     text: str
     usage: TokenUsage
     latency: float
+    mode: NotRequired[Literal["synthesize", "select", "vote"]]
+    chosen: NotRequired[int | None]
+    """`select` and `vote`: the sample whose text became this step's result (None: the
+    running synthesis was kept)."""
+    votes: NotRequired[dict[str, int]]
+    """`vote`: how many samples gave each extracted answer, in first-seen order."""
 
 
 class PlanGroup(TypedDict):
@@ -90,6 +96,8 @@ class Plan(TypedDict):
     aggregator: str
     aggregator_temperature: float | None
     seed: int | None
+    mode: NotRequired[Literal["synthesize", "select", "vote"]]
+    """How the aggregator turns candidates into the answer (absent in plans of older runs: synthesize)."""
     windowed: bool
     window: int
     reserved: int
@@ -99,6 +107,8 @@ class Plan(TypedDict):
     prompt: str
     max_reference_chars: NotRequired[int | None]
     """Budget of the references of one call, in characters (None: no limit)."""
+    patience: NotRequired[int | None]
+    """Stop sampling once the synthesis's answer held this many window steps (None: never)."""
     keep_all: NotRequired[bool]
     """False when `proposals` and `aggregations` keep only the latest step (bounded state)."""
 
@@ -124,6 +134,7 @@ class EnsembleContext:
         samples: Samples of each proposer entry.
         temperature: Proposer temperature.
         aggregator_temperature: Aggregator temperature.
+        mode: Aggregation mode: "synthesize", "select" or "vote" ("vote" not in Self-MoA-Seq graphs).
         window: Sliding-window size (Self-MoA-Seq graphs).
         reserved: Window slots repeating the synthesis (Self-MoA-Seq graphs).
         seed: Base seed.
@@ -135,6 +146,7 @@ class EnsembleContext:
     samples: int | None = None
     temperature: float | None = None
     aggregator_temperature: float | None = None
+    mode: str | None = None
     window: int | None = None
     reserved: int | None = None
     seed: int | None = None
@@ -168,6 +180,21 @@ class Synthesis(TypedDict):
     text: str
     id: str | None
     usage_metadata: dict[str, int] | None
+    chosen: NotRequired[int | None]
+    """`select` mode: the sample this synthesis is a copy of."""
+    step: NotRequired[int]
+    """The window step that wrote it."""
+
+
+class Settle(TypedDict):
+    """Whether the running synthesis has settled (Self-MoA-Seq with `patience`)."""
+
+    step: int
+    """The latest window step seen (-1: none yet)."""
+    answer: str | None
+    """Its synthesis's answer, as `answer_of` extracts it."""
+    streak: int
+    """Window steps in a row whose answer equalled the step before's."""
 
 
 class WindowTask(TypedDict):
@@ -184,6 +211,9 @@ class WindowTask(TypedDict):
     messages: list[AnyMessage]
     final: bool
     max_reference_chars: NotRequired[int | None]
+    mode: NotRequired[Literal["synthesize", "select"]]
+    carried: NotRequired[int | None]
+    """`select` mode: the sample the carried synthesis is a copy of."""
 
 
 def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSummary:
@@ -235,6 +265,12 @@ class OutputState(TypedDict):
     (with `keep="latest"`: the latest batch only)."""
     aggregations: Annotated[list[Aggregation], operator.add]
     """Every aggregator call (with `keep="latest"`: the latest window step only)."""
+    stopped: NotRequired[Literal["settled", "samples"] | None]
+    """Sliding-window runs: "settled" when `patience` stopped the run early, "samples" when
+    every sample was aggregated."""
+    saved: NotRequired[dict[str, int] | None]
+    """Sliding-window runs: the `proposals` and `aggregations` (calls) not made because the
+    run stopped early."""
     usage: Annotated[UsageSummary, add_usage]
     warnings: Annotated[list[str], operator.add]
 
@@ -258,6 +294,8 @@ class MoAState(OutputState):
     """The current running synthesis (sliding-window mode)."""
     tally: NotRequired[Tally]
     """Counts of the last layer's proposals so far (sliding-window mode)."""
+    settle: NotRequired[Settle | None]
+    """Whether the synthesis has settled (sliding-window mode)."""
 
 
 def new_run() -> dict[str, Any]:
@@ -273,6 +311,7 @@ def new_run() -> dict[str, Any]:
         "reference_ids": [],
         "synthesis": None,
         "tally": Tally(succeeded=0, failed=0),
+        "settle": None,
         "layer": 0,
         "batch": 0,
     }

@@ -29,7 +29,8 @@ from selfmoa.graphs import (
     parse_spec,
 )
 from selfmoa.nodes import SelfMoAError, SpecError, create_model
-from selfmoa.nodes.models import describe_error
+from selfmoa.graphs.builder import group_failures
+from selfmoa.nodes.models import describe_error, redact
 
 METHODS = ("self-moa", "moa", "seq")
 
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="answer a prompt with an ensemble", description="Answer a prompt with an ensemble.")
     run.add_argument("prompt", help="the question; '-' reads it from standard input")
-    run.add_argument("--method", choices=METHODS, default="self-moa", help="ensemble method (default: self-moa)")
+    # Defaults of the method-specific flags are None here and filled in by `check_run_flags`,
+    # so that a flag the chosen method does not use is an error rather than silently ignored.
+    run.add_argument("--method", choices=METHODS, help="ensemble method (default: self-moa)")
     run.add_argument(
         "--model",
         action="append",
@@ -83,12 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
         "local:/path/model.gguf, openai:MODEL, openai:MODEL@BASE_URL, provider:model",
     )
     run.add_argument("--aggregator", metavar="MODEL", help="aggregator model (default: the first proposer model)")
-    run.add_argument("--samples", type=_at_least(1), default=6, help="samples per run for self-moa and seq (default: 6)")
-    run.add_argument("--layers", type=_at_least(1), default=2, help="layers of proposers for moa (default: 2)")
-    run.add_argument("--window", type=_at_least(2), default=6, help="references per aggregation step for seq (default: 6)")
-    run.add_argument("--reserved", type=_at_least(1), default=3, help="window slots repeating the synthesis for seq (default: 3)")
+    run.add_argument("--aggregate", choices=("synthesize", "select", "vote"),
+                     help="how the samples become one answer: write a new one (synthesize, the default), "
+                     "choose the most consistent sample (select), or take a majority vote (vote, no model call)")
+    run.add_argument("--answer-of", choices=("number", "letter", "last_line"),
+                     help="what --aggregate vote compares (default: the whole reply, normalised)")
+    run.add_argument("--samples", type=_at_least(1), help="samples per run for self-moa and seq (default: 6)")
+    run.add_argument("--layers", type=_at_least(1), help="layers of proposers for moa (default: 2)")
+    run.add_argument("--window", type=_at_least(2), help="references per aggregation step for seq (default: 6)")
+    run.add_argument("--reserved", type=_at_least(1), help="window slots repeating the synthesis for seq (default: 3)")
+    run.add_argument("--patience", type=_at_least(1), metavar="P",
+                     help="seq: stop drawing samples once the answer held P window steps in a row")
     run.add_argument("--spec", metavar="FILE", help="YAML or JSON ensemble spec; overrides --method and the models")
-    run.add_argument("--temperature", type=_at_least(0, float), default=0.7, help="proposer temperature (default: 0.7)")
+    run.add_argument("--temperature", type=_at_least(0, float), help="proposer temperature (default: 0.7)")
     run.add_argument("--seed", type=int, help="base seed, for reproducible samples")
     run.add_argument("--max-tokens", type=_at_least(1), default=512, help="most tokens per model reply (default: 512)")
     run.add_argument("--threads", type=_at_least(1), help="CPU threads of the embedded model (default: $SELFMOA_THREADS or 2)")
@@ -116,17 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=serve_command)
 
     ev = commands.add_parser(
-        "eval", help="compare the methods on a benchmark task", description="Run single, self-moa, moa and seq "
-        "on the same items of a task; cache each finished item in --out (a rerun resumes); write a Markdown "
+        "eval", help="compare the methods on a benchmark task", description="Draw each item's samples once, "
+        "then aggregate them every way (single, self-moa, moa, seq; synthesize, select, vote) on the same items "
+        "and samples; cache draws and results in --out (a rerun resumes); write a Markdown "
         "table, a JSON file of all figures and PNG plots. Needs: pip install 'selfmoa[eval]'.",
     )
-    ev.add_argument("--task", required=True, help="gsm8k, hellaswag, humaneval or rg-basic-arithmetic")
+    ev.add_argument("--task", required=True, help="gsm8k, hellaswag, humaneval, rg-arithmetic or rg-basic-arithmetic")
     ev.add_argument("--methods", default="single,self-moa,moa,seq", help="comma-separated (default: all four)")
     ev.add_argument("--models", default="local", help="comma-separated; the first (A) is the strong model and "
                     "the aggregator (default: local)")
     ev.add_argument("--limit", type=_at_least(1), help="first N items of the task (default: all)")
     ev.add_argument("--samples", type=_at_least(1), default=6, help="samples k per ensemble (default: 6)")
     ev.add_argument("--samples-sweep", metavar="K,K,...", help="also run self-moa and seq with these k")
+    ev.add_argument("--aggregations", default="synthesize,select,vote", metavar="MODES",
+                    help="comma-separated aggregation modes to compare on the same samples (default: all three)")
+    ev.add_argument("--patience", type=_at_least(1), help="also run seq stopping once its answer held this many steps")
+    ev.add_argument("--workers", type=_at_least(1), default=4, help="aggregations of one item run at once (default: 4)")
     ev.add_argument("--window", type=_at_least(2), default=4, help="references per seq aggregation step (default: 4)")
     ev.add_argument("--reserved", type=_at_least(1), default=2, help="seq window slots repeating the synthesis (default: 2)")
     ev.add_argument("--temperature", type=_at_least(0, float), default=0.7, help="proposer temperature (default: 0.7)")
@@ -169,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, SelfMoAError) or type(exc).__name__ == "LocalModelError":
-        return " ".join(str(exc).split())
+        return redact(" ".join(str(exc).split()))
     return describe_error(exc)
 
 
@@ -178,6 +193,7 @@ def _one_line(exc: BaseException) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     """`selfmoa run`: build the ensemble, run it, print the answer."""
+    check_run_flags(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise SpecError("the prompt is empty; pass the question as an argument, or '-' to read it from stdin")
@@ -187,29 +203,86 @@ def run_command(args: argparse.Namespace) -> int:
     if args.show_graph:
         print(unresolved.compile().get_graph().draw_mermaid())
         return 0
-    graph = build_graph(args).compile()
     progress = None if args.quiet or args.json else sys.stderr
+    if progress is None:
+        from selfmoa.local import set_progress  # cheap: it imports nothing heavy
+
+        set_progress(False)  # the embedded model's join and start lines are progress too
+    # Making the clients starts embedded models (a first run also joins and hashes their files):
+    # timed apart from the run, so that "done in" says where the seconds went.
     started = time.perf_counter()
+    graph = build_graph(args).compile()
+    ready = time.perf_counter()
     final = _run(graph, prompt, progress, stream_to=sys.stdout if args.stream else None)
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - ready
+    setup = ready - started
     if progress:
         for warning in final.get("warnings", []):
             print(f"warning: {warning}", file=progress)
         total = final["usage"]["total"]
         print(
-            f"done in {elapsed:.1f}s: {total['calls']} calls, {total['input_tokens']} input + "
+            f"done in {setup + elapsed:.1f}s ({setup:.1f}s model start, {elapsed:.1f}s run): {total['calls']} calls, "
+            f"{total['input_tokens']} input + "
             f"{total['output_tokens']} output tokens",
             file=progress,
         )
     if args.json:
         report = {key: final.get(key) for key in ("answer", "proposals", "aggregations", "usage", "warnings")}
-        report["timings"] = {"total_s": round(elapsed, 3)}
+        report["timings"] = {"total_s": round(setup + elapsed, 3), "model_start_s": round(setup, 3), "run_s": round(elapsed, 3)}
         print(json.dumps(report, indent=2, ensure_ascii=False))
     elif args.stream:
         print()
     else:
         print(final["answer"])
     return 0
+
+
+RUN_DEFAULTS: dict[str, Any] = {"method": "self-moa", "samples": 6, "layers": 2, "window": 6, "reserved": 3, "temperature": 0.7}
+"""Defaults of `selfmoa run`'s method flags, applied by `check_run_flags` (the parser's are None)."""
+_USED_BY = {"samples": ("self-moa", "seq"), "layers": ("moa",), "window": ("seq",), "reserved": ("seq",),
+            "answer_of": ("self-moa", "moa", "seq"), "patience": ("seq",)}
+# A spec file carries all of these itself; build_graph takes only the models' options from the flags.
+_SET_BY_SPEC = ("method", "model", "aggregator", "aggregate", "answer_of", "samples", "layers", "window", "reserved",
+                "patience", "temperature", "seed", "timeout")
+
+
+def check_run_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse flags the chosen method or spec would ignore, then fill in the defaults.
+
+    Example:
+        >>> args = build_parser().parse_args(["run", "--window", "4", "Hi"])
+        >>> check_run_flags(args)
+        Traceback (most recent call last):
+        ...
+        selfmoa.nodes.errors.SpecError: --window is not used by --method self-moa; drop it, or add --method seq
+    """
+
+    def flags(dests: list[str]) -> str:
+        return ", ".join("--" + d.replace("_", "-") for d in dests)
+
+    if args.spec:
+        given = [d for d in _SET_BY_SPEC if getattr(args, d, None) is not None]
+        if given:
+            them = "it" if len(given) == 1 else "them"
+            raise SpecError(
+                f"{flags(given)} {'is' if len(given) == 1 else 'are'} not used with --spec, whose file sets the "
+                f"method, models and their settings; drop {them}, or set {them} in the spec file"
+            )
+    else:
+        method = args.method or RUN_DEFAULTS["method"]
+        unused = [d for d, methods in _USED_BY.items() if getattr(args, d, None) is not None and method not in methods]
+        if unused:
+            users = sorted({m for d in unused for m in _USED_BY[d]})
+            raise SpecError(
+                f"{flags(unused)} {'is' if len(unused) == 1 else 'are'} not used by --method {method}; "
+                f"drop {'it' if len(unused) == 1 else 'them'}, or add --method {' or '.join(users)}"
+            )
+    if getattr(args, "answer_of", None) and getattr(args, "aggregate", None) != "vote" and not getattr(args, "patience", None):
+        raise SpecError("--answer-of is used by --aggregate vote and --patience only; drop it, or add one of them")
+    for dest, default in RUN_DEFAULTS.items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, default)
+    return args
 
 
 def build_graph(args: argparse.Namespace, make: Any = None):
@@ -228,6 +301,10 @@ def build_graph(args: argparse.Namespace, make: Any = None):
         return models[name]
 
     options: dict[str, Any] = {"temperature": args.temperature, "seed": args.seed}
+    if getattr(args, "aggregate", None):
+        options["mode"] = args.aggregate
+    if getattr(args, "answer_of", None):
+        options["answer_of"] = args.answer_of
     if args.timeout is not None:
         options["timeout"] = args.timeout
     aggregator = model(args.aggregator) if args.aggregator else None
@@ -238,7 +315,8 @@ def build_graph(args: argparse.Namespace, make: Any = None):
         raise SpecError(f"--method {args.method} takes one --model, got {len(names)}; use --method moa or --spec")
     if args.method == "seq":
         return create_self_moa_seq(
-            model(names[0]), samples=args.samples, window=args.window, reserved=args.reserved, aggregator=aggregator, **options
+            model(names[0]), samples=args.samples, window=args.window, reserved=args.reserved, aggregator=aggregator,
+            patience=args.patience, **options
         )
     return create_self_moa(model(names[0]), samples=args.samples, aggregator=aggregator, **options)
 
@@ -283,7 +361,9 @@ def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | N
     modes = ["updates", "custom", "values"] + (["messages"] if stream_to else [])
     final: dict = {}
     done = 0
+    failures = _Failures(progress)
     for mode, part in graph.stream({"messages": [("user", prompt)]}, stream_mode=modes):
+        failures.flush()
         if mode == "values":
             final = part
         elif mode == "messages" and stream_to:
@@ -292,12 +372,18 @@ def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | N
         elif mode == "custom" and progress and isinstance(part, dict):
             if part.get("selfmoa") == "layer":
                 print(f"layer {part['layer']}: {part['succeeded']} ok, {part['failed']} failed", file=progress)
+                failures.close_group()
             elif part.get("selfmoa") == "window":
                 print(f"window {part['batch'] + 1}: {part['succeeded']} new samples", file=progress)
+            elif part.get("selfmoa") == "stopped":
+                saved = part["saved"]
+                print(f"settled: the answer held {part['streak']} window steps; stopped after {part['steps']} steps, "
+                      f"saving {saved['proposals']} proposer and {saved['aggregations']} aggregator calls", file=progress)
         elif mode == "updates" and progress:
             for proposal in (part.get("propose") or {}).get("proposals", []):
                 done += 1
-                status = f"failed: {proposal['error']}" if proposal["error"] else f"{proposal['usage']['output_tokens']} tokens"
+                failures.add(proposal)
+                status = "failed" if proposal["error"] else f"{proposal['usage']['output_tokens']} tokens"
                 print(
                     f"  proposal {done} (layer {proposal['layer']}, {proposal['model']}, sample {proposal['sample']}) "
                     f"in {proposal['latency']:.1f}s, {status}",
@@ -305,7 +391,35 @@ def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | N
                 )
             for step in (part.get("aggregate") or part.get("aggregate_window") or {}).get("aggregations", []):
                 print(f"  aggregation step {step['step'] + 1} in {step['latency']:.1f}s", file=progress)
+    failures.close_group()
+    failures.flush()
     return final
+
+
+class _Failures:
+    """Failed proposals, each distinct error said once ("6 of 6 proposals failed: ...").
+
+    A layer's summary is printed when the run goes on past it: a run that stops there
+    ends with the quorum error, which carries the same grouped text, on its one error line.
+    """
+
+    def __init__(self, progress: TextIO | None):
+        self.progress, self.failed, self.total, self.note = progress, [], 0, None
+
+    def add(self, proposal: dict) -> None:
+        self.total += 1
+        if proposal["error"]:
+            self.failed.append(proposal)
+
+    def close_group(self) -> None:
+        if self.failed:
+            self.note = f"  {group_failures(self.failed, self.total)}"
+        self.failed, self.total = [], 0
+
+    def flush(self) -> None:
+        if self.note and self.progress:
+            print(self.note, file=self.progress)
+        self.note = None
 
 
 # --- selfmoa serve ----------------------------------------------------------------------

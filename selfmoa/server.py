@@ -3,7 +3,7 @@
 Routes: `POST /v1/chat/completions` (plain and SSE streaming), `GET /v1/models` and
 `GET /health`. The request's `model` picks the ensemble:
 
-- the built-in presets `self-moa`, `moa` and `self-moa-seq`, on the default model
+- the built-in presets `self-moa`, `self-moa-select`, `moa` and `self-moa-seq`, on the default model
   (`"local"`, the embedded llama.cpp model, unless the config says otherwise);
 - `<preset>:<model string>` for a built-in preset on another model, such as
   `self-moa:openai:gpt-4o-mini` (only model strings the config allows, and never custom
@@ -19,7 +19,9 @@ OpenAI clients ignore it. Errors are OpenAI-shaped:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import copy
 import fnmatch
 import hmac
 import ipaddress
@@ -29,6 +31,7 @@ import math
 import os
 import re
 import time
+import unicodedata
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,7 +56,8 @@ from selfmoa.nodes import (
     SpecError,
     create_model,
 )
-from selfmoa.nodes.models import describe_error
+from selfmoa.nodes.inputs import check_input
+from selfmoa.nodes.models import describe_error, redact
 
 __all__ = ["BUILTIN_PRESETS", "ServerConfig", "create_app", "load_config", "serve"]
 
@@ -68,15 +72,17 @@ BUILTIN_PRESETS: dict[str, Callable[[str], dict[str, Any]]] = {
     # Self-MoA-Seq with the paper's window (6 slots, 3 repeating the synthesis): 2 steps.
     "self-moa-seq": lambda model: {
         "layers": [[{"model": model, "samples": 9}]],
-        "aggregator": {"mode": "window", "window": 6, "reserved": 3},
+        "aggregator": {"window": 6, "reserved": 3},
     },
+    # Self-MoA whose aggregator picks the most consistent sample and returns it verbatim
+    # (universal self-consistency): the better choice for small models (see the README).
+    "self-moa-select": lambda model: {"layers": [[{"model": model, "samples": 6}]], "aggregator": {"mode": "select"}},
 }
 """Built-in ensembles by name: each maps a model string to a spec dict (`MoASpec` format)."""
 
 _MAX_GRAPHS = 64  # compiled graph variants kept (name x max_tokens), least recently used dropped
 _DRAIN_FACTOR = 8  # an oversized body is read (and dropped) up to this many limits, so the client sees the 413
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW", re.I)
-_KEY_LIKE = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._~+/\-]{8,})")
+_MAX_DEPTH = 32  # nesting levels a request body may have; a chat request needs 4
 _SECRETS: set[str] = set()  # API keys of the apps in this process, kept out of responses and logs
 
 
@@ -115,6 +121,9 @@ class ServerConfig(BaseModel):
     """Seconds one ensemble run may take before 504 (None: no limit)."""
     max_tokens: int | None = Field(default=512, ge=1)
     """Tokens per model call when the request sets no `max_tokens` (None: each model's default)."""
+    max_input_chars: int | None = Field(default=None, ge=1)
+    """Most characters of a request's messages; longer ones get 400 before any model call
+    (None: only `max_body_bytes` and the models' known contexts bound them)."""
     local_slots: int = Field(default=6, ge=1)
     """Parallel slots of the embedded llama.cpp server; one server is shared by every preset."""
     api_key: SecretStr | None = None
@@ -179,6 +188,9 @@ def load_config(path: str | Path) -> ServerConfig:
 # --- request body -------------------------------------------------------------------------
 
 
+_MAX_INT32 = 2**31 - 1
+
+
 class ChatMessage(BaseModel):
     """One message of a chat completion request; text content only."""
 
@@ -207,10 +219,10 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    max_tokens: int | None = Field(default=None, ge=1, le=_MAX_INT32)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=_MAX_INT32)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # what OpenAI-compatible servers take
     n: int | None = Field(default=None, ge=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -271,11 +283,35 @@ class _ApiError(Exception):
 
 
 def _redact(text: str) -> str:
-    """One line, without the values of secret-looking environment variables or key-like strings."""
-    secrets = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8} | _SECRETS
-    for secret in sorted(secrets, key=len, reverse=True):
+    """One line, without keys (the core's `redact`, plus this server's own) or server file paths."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return _KEY_LIKE.sub("***", " ".join(text.split()))[:1000]
+    return _hide_paths(redact(" ".join(text.split())))[:1000]
+
+
+_path_pattern: re.Pattern | None = None
+
+
+def _hide_paths(text: str) -> str:
+    """`text` with absolute paths of this machine replaced by `<server path>`.
+
+    A path is anything starting with a directory that exists at the file system's root
+    (`/home/...`, `/tmp/...`) or a drive (`C:\\...`), so URL paths such as `/v1/models`
+    stay. Clients learn nothing of the server's layout from an error.
+
+    Example:
+        >>> _hide_paths("cannot start 'local:/tmp/m/x.gguf' (bad magic); GET /v1/models of http://h:1/tmp/v1")
+        "cannot start 'local:<server path>' (bad magic); GET /v1/models of http://h:1/tmp/v1"
+    """
+    global _path_pattern
+    if _path_pattern is None:
+        try:
+            roots = sorted((d for d in os.listdir("/") if d), key=len, reverse=True)
+        except OSError:
+            roots = []
+        tops = "|".join(map(re.escape, roots)) or "(?!)"
+        _path_pattern = re.compile(rf"(?<![\w/.~-])(?:/(?:{tops})(?=[/\s'\")]|$)|[A-Za-z]:\\|~/)[^\s'\",;)]*")
+    return _path_pattern.sub("<server path>", text)
 
 
 def _classify(exc: BaseException, *, dynamic: bool) -> _ApiError:
@@ -295,7 +331,9 @@ def _classify(exc: BaseException, *, dynamic: bool) -> _ApiError:
         if dynamic:
             return _ApiError(404, message, code="model_not_found", param="model")
         return _ApiError(503, message, code="model_unavailable")
-    if isinstance(exc, (SpecError, InputError)):
+    if isinstance(exc, InputError):
+        return _ApiError(400, message, code="invalid_input", param="messages")
+    if isinstance(exc, SpecError):
         return _ApiError(400, message, code="invalid_ensemble_options")
     if isinstance(exc, TimeoutError):
         return _ApiError(504, "the ensemble did not finish within the server's time limit", code="timeout")
@@ -316,7 +354,9 @@ class _Admission:
         self.admitted = 0  # running + waiting
         self.running = 0
         self._semaphore = asyncio.Semaphore(running)
-        self._average = 1.0  # seconds per run, moving average, for Retry-After
+        self._average: float | None = None  # seconds per run, moving average of observed runs
+        self._leases: set[_Lease] = set()  # the running ones, whose elapsed time bounds the average from below
+        self._returning: list[float] = []  # when the clients turned away are due back (sorted)
 
     async def enter(self) -> _Lease:
         if self.admitted >= self.limit + self.queue:
@@ -334,27 +374,43 @@ class _Admission:
             self.admitted -= 1
             raise
         self.running += 1
-        return _Lease(self)
+        lease = _Lease(self)
+        self._leases.add(lease)
+        return lease
 
     def retry_after(self) -> int:
-        # Whole seconds until a queue place is likely free: one average run per wave of slots.
-        return max(1, math.ceil(self._average * max(1, self.admitted - self.running) / self.limit))
+        """Whole seconds a turned-away request should wait: what it would have waited in the queue.
 
-    def _leave(self, seconds: float) -> None:
+        Its position is the requests waiting, plus those turned away before it and not yet
+        due back (they retry first), plus itself; `max_concurrency` of them start per run
+        duration, the moving average of observed runs (or the longest still running, if
+        longer). Each answer moves the next one back, so a burst spreads its retries.
+        """
+        now = time.monotonic()
+        self._returning = [t for t in self._returning if t > now]
+        position = (self.admitted - self.running) + len(self._returning) + 1
+        longest = max((now - lease.started for lease in self._leases), default=0.0)
+        run = max(self._average if self._average is not None else 1.0, longest)
+        seconds = min(3600, max(1, math.ceil(run * position / self.limit)))
+        bisect.insort(self._returning, now + seconds)
+        return seconds
+
+    def _leave(self, lease: _Lease, seconds: float) -> None:
+        self._leases.discard(lease)
         self.running -= 1
         self.admitted -= 1
-        self._average = 0.8 * self._average + 0.2 * seconds
+        self._average = seconds if self._average is None else 0.8 * self._average + 0.2 * seconds
         self._semaphore.release()
 
 
 class _Lease:
     def __init__(self, admission: _Admission):
-        self._admission, self._started, self._open = admission, time.perf_counter(), True
+        self._admission, self.started, self._open = admission, time.monotonic(), True
 
     def release(self) -> None:
         if self._open:  # idempotent: both the stream and its response may release it
             self._open = False
-            self._admission._leave(time.perf_counter() - self._started)
+            self._admission._leave(self, time.monotonic() - self.started)
 
 
 # --- ensembles: names to specs to cached compiled graphs ------------------------------------
@@ -372,7 +428,7 @@ class _Ensembles:
         return list(dict.fromkeys([*self.builtins, *self.config.presets]))
 
     def lookup(self, name: str) -> tuple[MoASpec, bool]:
-        """(spec, dynamic) of a model name; 404 when it names no ensemble."""
+        """(spec, dynamic) of a model name (normalised, see `normalise_name`); 404 when it names no ensemble."""
         if name in self.config.presets:
             return self.config.presets[name], False
         if name in self.builtins:
@@ -399,7 +455,7 @@ class _Ensembles:
     def _dynamic_problem(self, model: str) -> str | None:
         # A client-chosen base URL or file would let it point the server's keys or file
         # system anywhere (an "@endpoint?key_env=" suffix sends any variable as a key).
-        if any(c in model for c in "@?/\\~") or model.endswith(".gguf"):
+        if any(c in model for c in "@?/\\~") or model.lower().endswith(".gguf") or os.sep in model:
             return "custom endpoints and file paths are served only as named presets of the server's config file"
         if not any(fnmatch.fnmatchcase(model, pattern) for pattern in self.config.dynamic_models):
             allowed = ", ".join(self.config.dynamic_models) or "none"
@@ -479,7 +535,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         >>> client.get("/health").json()["status"]
         'ok'
         >>> [m["id"] for m in client.get("/v1/models").json()["data"]]
-        ['self-moa', 'moa', 'self-moa-seq']
+        ['self-moa', 'moa', 'self-moa-seq', 'self-moa-select']
     """
     config = config or ServerConfig()
     env_key = os.environ.get("SELFMOA_API_KEY") or None
@@ -542,11 +598,33 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
         return await guarded(request, handler)
 
-    @app.post("/v1/chat/completions")
+    # The body is read by hand (limits, depth, one-line errors); the schema is declared for
+    # `app.openapi()`, which the fuzz tests generate requests from.
+    body_schema = {"content": {"application/json": {"schema": _request_schema()}}, "required": True}
+
+    @app.post("/v1/chat/completions", openapi_extra={"requestBody": body_schema})
     async def chat_completions(request: Request) -> Response:
         return await guarded(request, lambda: _chat(request, config, ensembles, admission))
 
     return app
+
+
+def _request_schema() -> dict:
+    """The JSON schema of a request, with its definitions inlined (an OpenAPI document has no `$defs`)."""
+    schema = ChatCompletionRequest.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
 
 
 class _Disconnected(Exception):
@@ -572,11 +650,53 @@ async def _read_json(request: Request, limit: int) -> dict:
         raise _ApiError(413, f"request body larger than the server's limit of {limit} bytes", code="request_too_large")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # also invalid UTF-8, and numbers of over 4,300 digits
         raise _ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # the JSON reader recurses once per level
+        raise _too_deep() from None
+    _check_tree(data)
     if not isinstance(data, dict):
         raise _ApiError(400, f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
     return data
+
+
+def _too_deep() -> _ApiError:
+    return _ApiError(
+        400, f"request body nests deeper than {_MAX_DEPTH} levels; a chat request needs 4", code="invalid_json"
+    )
+
+
+def _check_tree(data: Any) -> None:
+    """Refuse what `json.loads` accepts but nothing after it should see: deep nesting, lone surrogates.
+
+    Walked without recursion, so that no depth reaches Python's recursion limit here or in
+    any later step (validation, logging, the response); a string holding half of a UTF-16
+    pair ("\\ud800") cannot be encoded into a response or an upstream request.
+    """
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            if isinstance(value, str):
+                _check_text(value)
+            continue
+        if depth > _MAX_DEPTH:
+            raise _too_deep()
+        stack.extend((item, depth + 1) for item in items)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _ApiError(
+            400, "request body holds a lone UTF-16 surrogate (such as \\ud800); send valid Unicode text",
+            code="invalid_json",
+        ) from None
 
 
 def _parse(data: dict) -> ChatCompletionRequest:
@@ -600,10 +720,40 @@ def _parse(data: dict) -> ChatCompletionRequest:
     return req
 
 
+def normalise_name(name: str) -> str:
+    """The one form of a requested model name that every check, and then the build, sees.
+
+    Unicode compatibility forms are folded (a full-width solidus is a slash) and outer
+    whitespace stripped; control and invisible characters are refused. Checking one string
+    and building another is how a name like `"self-moa:local:x.gguf\\n"` slipped past the
+    file-path filter.
+
+    Raises:
+        _ApiError: 404 for a name with control or invisible characters.
+
+    Example:
+        >>> normalise_name(" self-moa:local:x\uff0egguf\t")
+        'self-moa:local:x.gguf'
+    """
+    folded = unicodedata.normalize("NFKC", name).strip()
+    bad = next((c for c in folded if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")), None)
+    if bad is not None:
+        raise _ApiError(
+            404, f"model names may not contain control or invisible characters, got {bad!r}", code="model_not_found",
+            param="model",
+        )
+    return folded
+
+
 async def _chat(request: Request, config: ServerConfig, ensembles: _Ensembles, admission: _Admission) -> Response:
     req = _parse(await _read_json(request, config.max_body_bytes))
-    spec, dynamic = ensembles.lookup(req.model)
-    payload = {"messages": to_messages(req.messages)}
+    name = normalise_name(req.model)
+    spec, dynamic = ensembles.lookup(name)
+    messages = to_messages(req.messages)
+    # The library's own input checks, before a queue place is taken: an empty conversation
+    # (content null or "") and one over max_input_chars are a 400 in the library's words.
+    check_input(messages, max_chars=config.max_input_chars)
+    payload = {"messages": messages}
     context = {k: v for k, v in (("temperature", req.temperature), ("seed", req.seed)) if v is not None}
     max_tokens = req.max_completion_tokens or req.max_tokens or config.max_tokens
     arrived = time.perf_counter()
@@ -611,7 +761,7 @@ async def _chat(request: Request, config: ServerConfig, ensembles: _Ensembles, a
     run = _Run(req, arrived)
     try:
         try:
-            graph = await _race_disconnect(request, ensembles.graph(req.model, spec, max_tokens))
+            graph = await _race_disconnect(request, ensembles.graph(name, spec, max_tokens))
         except (_ApiError, _Disconnected):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status
@@ -897,4 +1047,39 @@ def serve(
     app = create_app(config)
     names = ", ".join(app.state.ensembles.names())
     logger.info("ensembles: %s; also '<preset>:<model>' for %s", names, ", ".join(config.dynamic_models) or "none")
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False, log_config=log_config())
+
+
+class ScrubAccessLog(logging.Filter):
+    """Takes query strings out of uvicorn's access log lines, and any key left in the path.
+
+    A client may send its key as `?api_key=...`; uvicorn would write it to the log.
+
+    Example:
+        >>> record = logging.LogRecord("uvicorn.access", 20, "", 0, '%s - "%s %s HTTP/%s" %d',
+        ...                            ("127.0.0.1:5", "GET", "/health?api_key=abc", "1.1", 200), None)
+        >>> ScrubAccessLog().filter(record), record.getMessage()
+        (True, '127.0.0.1:5 - "GET /health HTTP/1.1" 200')
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], _redact(args[2].partition("?")[0]), *args[3:])
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging config with `ScrubAccessLog` on the access logger and its handler.
+
+    Example:
+        >>> log_config()["loggers"]["uvicorn.access"]["filters"]
+        ['scrub']
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["scrub"] = {"()": ScrubAccessLog}
+    config["handlers"]["access"]["filters"] = ["scrub"]
+    config["loggers"]["uvicorn.access"]["filters"] = ["scrub"]
+    return config

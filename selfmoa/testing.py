@@ -145,6 +145,11 @@ class FakeChatModel(BaseChatModel):
         temperature = call.temperature or 0.0
         key = f"{self.model}|{temperature:g}|{variant if temperature > 0 else 0}|{call.prompt}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        candidates = call.prompt.count("[Response ")
+        if candidates and '"Response N"' in call.prompt:
+            # Asked to choose among numbered candidates (selfmoa's select mode), it names
+            # one, as an instruction-following model would: a pure function of the prompt.
+            return f"Response {1 + int(digest, 16) % candidates}"
         question = next((m.text for m in reversed(call.messages) if isinstance(m, HumanMessage)), "")
         topic = " ".join(question.split()[:8])
         return f"{self.model} answer {digest}: {topic}".strip()

@@ -24,11 +24,13 @@ class OpenAIStub:
         api_key: str | None = None,
         max_n: int | None = None,
         keep_alive: bool = False,
+        echo_key: bool = False,
     ):
         self.max_choices = max_choices
         self.max_n = max_n  # above it, refuse the request with 400 (as llama.cpp does past its slots)
         self.usage = usage
         self.api_key = api_key
+        self.echo_key = echo_key  # a wrong key is quoted whole in the 401, as some proxies do
         self.requests: list[dict] = []
         self.auth_headers: list[str | None] = []
         self._lock = threading.Lock()
@@ -47,7 +49,9 @@ class OpenAIStub:
                     stub.requests.append(body)
                     stub.auth_headers.append(self.headers.get("Authorization"))
                 if stub.api_key and self.headers.get("Authorization") != f"Bearer {stub.api_key}":
-                    return self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+                    sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                    message = f"Incorrect API key provided: {sent}" if stub.echo_key else "Incorrect API key provided"
+                    return self._json(401, {"error": {"message": message, "type": "invalid_request_error"}})
                 if stub.max_n and int(body.get("n") or 1) > stub.max_n:
                     message = f"Field 'n': Value must be between 1 <= value <= {stub.max_n}"
                     return self._json(400, {"error": {"message": message, "type": "invalid_request_error"}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -117,3 +118,68 @@ def test_console_script_exits_non_zero_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == "selfmoa: error: unknown key 'unknown_key' in spec; remove it or check its spelling\n"
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--window", "4", "Hi"], "--window is not used by --method self-moa; drop it, or add --method seq"),
+        (["run", "--window", "4", "--reserved", "2", "Hi"],
+         "--window, --reserved are not used by --method self-moa; drop them, or add --method seq"),
+        (["run", "--layers", "3", "Hi"], "--layers is not used by --method self-moa; drop it, or add --method moa"),
+        (["run", "--method", "seq", "--layers", "3", "Hi"], "--layers is not used by --method seq; drop it, or add --method moa"),
+        (["run", "--method", "moa", "--samples", "4", "--window", "4", "Hi"],
+         "--samples, --window are not used by --method moa; drop them, or add --method self-moa or seq"),
+        (["run", "--spec", "s.yaml", "--samples", "4", "--temperature", "0.2", "Hi"],
+         "--samples, --temperature are not used with --spec, whose file sets the method, models and their settings; "
+         "drop them, or set them in the spec file"),
+        (["run", "--spec", "s.yaml", "--model", "clifake:x", "Hi"], "--model is not used with --spec"),
+    ],
+)
+def test_a_flag_the_method_does_not_use_is_an_error(argv, message, capsys):
+    MADE.pop("x", None)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"selfmoa: error: {message}\n" or (err.startswith(f"selfmoa: error: {message}") and err.count("\n") == 1)
+    assert "x" not in MADE
+
+
+def test_flags_the_method_uses_are_taken_and_defaults_fill_the_rest(capsys):
+    assert main(["run", "--method", "seq", "--model", "clifake:s", "--samples", "5", "--window", "4", "--reserved", "2",
+                 "--json", "Hi"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["samples"] for s in report["aggregations"]] == [[0, 1, 2, 3], [4]]
+    assert main(["run", "--method", "moa", "--model", "clifake:m", "--json", "Hi"]) == 0  # default 2 layers
+    assert [p["layer"] for p in json.loads(capsys.readouterr().out)["proposals"]] == [1, 2]
+    assert main(["run", "--model", "clifake:n", "--json", "Hi"]) == 0  # default 6 samples at temperature 0.7
+    proposals = json.loads(capsys.readouterr().out)["proposals"]
+    assert len(proposals) == 6
+    assert {c.temperature for c in MADE["n"].calls if c.role == "proposer"} == {0.7}
+
+
+def test_a_spec_error_names_every_problem_up_to_three(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layers: [[{model: 'clifake:x', samples: 0}]]\ntemprature: 1\nseed: x\nmin_proposals: 0\n")
+    assert main(["run", "--spec", str(bad), "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("selfmoa: error: 4 problems in spec: (1) ")
+    assert "'layers.0.proposers.0.samples'" in err and "(2) " in err and "(3) " in err and err.endswith(" (and 1 more)\n")
+
+
+def test_done_in_shows_the_model_start_apart(capsys, monkeypatch):
+    import time as time_module
+
+    def slow(name: str, **kwargs) -> FakeChatModel:
+        time_module.sleep(0.3)  # stands for joining and starting an embedded model
+        return FakeChatModel(model="slow")
+
+    register_model_provider("clislow", slow)
+    assert main(["run", "--model", "clislow:x", "--samples", "2", "Hi"]) == 0
+    line = capsys.readouterr().err.splitlines()[-1]
+    match = re.match(r"done in (\d+\.\d)s \((\d+\.\d)s model start, (\d+\.\d)s run\): 3 calls", line)
+    assert match, line
+    total, start, run = map(float, match.groups())
+    assert start >= 0.3 and abs(total - start - run) <= 0.11
+    assert main(["run", "--model", "clislow:x", "--samples", "2", "--json", "Hi"]) == 0
+    timings = json.loads(capsys.readouterr().out)["timings"]
+    assert set(timings) == {"total_s", "model_start_s", "run_s"} and timings["model_start_s"] >= 0.3

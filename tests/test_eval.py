@@ -35,6 +35,9 @@ def _reply(call: FakeCall) -> str:
     a reference is right; greedy `single` is right on the first two items only."""
     item = _item_of(call)
     right, wrong = f"Answer: {LETTERS[item.target]}", f"Answer: {LETTERS[(item.target + 1) % 4]}"
+    if call.role == "aggregator" and '"Response N"' in call.prompt:  # select: name the first right one
+        blocks = call.prompt.split("[Response ")[1:]
+        return f"Response {next((i for i, b in enumerate(blocks, 1) if right in b), 1)}"
     if call.role == "aggregator":
         return right if right in call.prompt else wrong
     if call.role == "proposer":
@@ -153,64 +156,86 @@ def test_sandbox_passes_correct_code_and_fails_wrong_code():
 # --- harness ------------------------------------------------------------------------------
 
 
-def test_configs_follow_the_paper_mixes():
-    configs = build_configs(["single", "self-moa", "moa", "seq"], ["a", "b"], samples=6, sweep=[2])
-    assert [c.name for c in configs] == ["single", "self-moa k=2", "self-moa", "moa AAABBB", "moa BBBBBB",
-                                         "seq k=2", "seq"]
+def test_configs_follow_the_paper_mixes_and_every_mode():
+    configs = build_configs(["single", "self-moa", "moa", "seq"], ["a", "b"], samples=6, sweep=[2],
+                            aggregations=["synthesize", "vote"])
+    assert [c.name for c in configs] == [
+        "single", "self-moa k=2 synthesize", "self-moa k=2 vote", "self-moa k=6 synthesize", "self-moa k=6 vote",
+        "moa AAABBB synthesize", "moa AAABBB vote", "moa BBBBBB synthesize", "moa BBBBBB vote",
+        "seq k=2 synthesize", "seq k=6 synthesize"]  # no vote through a window
     mixed = {c.name: c for c in configs}
-    assert mixed["moa AAABBB"].proposers == (("a", 3), ("b", 3)) and mixed["moa BBBBBB"].aggregator == "a"
+    assert mixed["moa AAABBB vote"].proposers == (("a", 3), ("b", 3)) and mixed["moa BBBBBB vote"].aggregator == "a"
     settings = {"temperature": 0.7, "max_tokens": 16, "seed": 0}
     # seq whose window holds every sample is one-shot aggregation: one cached computation.
-    assert mixed["seq k=2"].key(settings) == mixed["self-moa k=2"].key(settings)
-    assert mixed["seq"].key(settings) != mixed["self-moa"].key(settings)
+    assert mixed["seq k=2 synthesize"].key(settings) == mixed["self-moa k=2 synthesize"].key(settings)
+    assert mixed["seq k=6 synthesize"].key(settings) != mixed["self-moa k=6 synthesize"].key(settings)
     with pytest.raises(ValueError, match="moa needs at least two models"):
         build_configs(["moa"], ["a"], samples=6)
+    with pytest.raises(ValueError, match="unknown aggregation 'mean'"):
+        build_configs(["self-moa"], ["a"], samples=6, aggregations=["mean"])
 
 
-def test_end_to_end_exact_figures(tmp_path):
+def test_every_aggregation_sees_the_same_samples_and_reports_paired_tests(tmp_path):
     by_config = run_eval(_settings(4), tmp_path, progress=False)
     report = build_report(by_config, {"task": "hellaswag"}, _one_hot)
     rows = {r["config"]: r for r in report["rows"]}
-    assert list(rows) == ["single", "self-moa", "moa AAABBB", "moa BBBBBB", "seq"]
-    expect = {  # accuracy, quality, calls per item
-        "single": (0.5, None, 1), "self-moa": (1.0, 2 / 6, 7), "moa AAABBB": (1.0, 2 / 6, 7),
-        "moa BBBBBB": (0.0, 0.0, 7), "seq": (1.0, 2 / 6, 8),
+    expect = {  # accuracy, calls per item: 2 of A's 6 samples are right, B's never, greedy on items 1-2
+        "single": (0.5, 1), "self-moa k=6 synthesize": (1.0, 7), "self-moa k=6 select": (1.0, 7),
+        "self-moa k=6 vote": (0.0, 6), "moa AAABBB synthesize": (1.0, 7), "moa AAABBB vote": (0.0, 6),
+        "moa BBBBBB synthesize": (0.0, 7), "seq k=6 synthesize": (1.0, 8), "seq k=6 select": (1.0, 8),
     }
-    for name, (accuracy, quality, calls) in expect.items():
+    for name, (accuracy, calls) in expect.items():
         row = rows[name]
-        assert row["items"] == 4 and row["errors"] == 0
+        assert row["items"] == 4 and row["errors"] == 0, name
         assert row["accuracy"] == accuracy and row["calls_per_item"] == calls, name
-        assert (row["quality"] is None) if quality is None else math.isclose(row["quality"], quality), name
-    # 2 right and 4 wrong (orthogonal) samples: Vendi = exp(entropy of (1/3, 2/3)); all-equal samples: 1.
+    # Each model was sampled once per item, and greedily once: 6 + 6 + 1 calls; then one
+    # aggregator call per synthesize/select configuration (seq: 2 window steps), none for vote.
+    aggregator_calls = 2 + 2 + 2 + 2 * 2
+    assert _calls() == 4 * (13 + aggregator_calls)
+    assert rows["self-moa k=6 vote"]["quality"] == rows["self-moa k=6 select"]["quality"] == 2 / 6
+    assert rows["self-moa k=6 vote"]["oracle"] == 1.0 and rows["moa BBBBBB vote"]["oracle"] == 0.0
+    # The same samples behind every mode: identical proposals in each record of one item.
+    texts = {name: [p["text"] for p in recs[0]["proposals"]] for name, recs in by_config.items() if "k=6" in name}
+    assert len({tuple(t) for t in texts.values()}) == 1
+    # Paired exact McNemar: synthesize beats single on items 3-4 (2 of 4, p = 0.5) and vote on all 4.
+    assert rows["self-moa k=6 synthesize"]["vs_single"] == {"items": 4, "a_only": 2, "b_only": 0, "p": 0.5}
+    assert rows["self-moa k=6 synthesize"]["vs_vote"] == {"items": 4, "a_only": 4, "b_only": 0, "p": 0.125}
+    assert rows["seq k=6 select"]["vs_vote"]["a_only"] == 4 and "vs_vote" not in rows["single"]
+    lo, hi = rows["single"]["interval"]
+    assert lo < 0.5 < hi and hi - lo > 0.5  # 4 items: a wide interval
+    # vote records name the winning sample and the counts; select records name the chosen sample
+    vote = by_config["self-moa k=6 vote"][0]
+    assert vote["chosen"] == 2 and sorted(vote["votes"].values()) == [2, 4]
+    assert by_config["self-moa k=6 select"][0]["chosen"] in (0, 1)
     vendi_2_4 = math.exp(-(1 / 3 * math.log(1 / 3) + 2 / 3 * math.log(2 / 3)))
-    assert math.isclose(rows["self-moa"]["diversity"], vendi_2_4, rel_tol=1e-6)
-    assert math.isclose(rows["moa BBBBBB"]["diversity"], 1.0, rel_tol=1e-6)
-    assert rows["single"]["diversity"] is None
-    assert rows["single"]["output_tokens_per_item"] == 2  # "Answer: X" is two fake tokens
-    assert report["fit"]["configs"] == 4 and "alpha" in report["fit"]
-    # every record keeps its proposals with their own scores
-    # with a sweep, seq k=2 (a window holding every sample) is self-moa k=2, counted once in the fit
-    swept = EvalSettings(**{**_settings(4).__dict__, "sweep": [2]})
-    report = build_report(run_eval(swept, tmp_path, progress=False), {"task": "hellaswag"}, _one_hot)
-    assert [r.get("same_as") for r in report["rows"] if r["config"].endswith("k=2")] == [None, "self-moa k=2"]
-    assert report["fit"]["configs"] == 5
-    record = by_config["moa AAABBB"][0]
-    assert [(p["model"], p["correct"]) for p in record["proposals"]] == [
-        ("a", True), ("a", True), ("a", False), ("b", False), ("b", False), ("b", False)]
+    assert math.isclose(rows["self-moa k=6 synthesize"]["diversity"], vendi_2_4, rel_tol=1e-6)
+    assert report["fit"]["configs"] >= 4 and "alpha" in report["fit"]
+
+
+def test_a_larger_k_extends_the_draw_and_a_smaller_k_reuses_its_start(tmp_path):
+    small = EvalSettings(**{**_settings(1).__dict__, "methods": ["self-moa"], "samples": 2, "aggregations": ["vote"]})
+    first = run_eval(small, tmp_path, progress=False)["self-moa k=2 vote"][0]
+    assert _calls() == 2
+    larger = EvalSettings(**{**small.__dict__, "samples": 6})
+    again = run_eval(larger, tmp_path, progress=False)
+    assert _calls() == 6  # only samples 2..5 were drawn
+    assert [p["text"] for p in again["self-moa k=6 vote"][0]["proposals"]][:2] == [p["text"] for p in first["proposals"]]
 
 
 def test_resume_skips_finished_items(tmp_path):
     run_eval(_settings(2), tmp_path, progress=False)
-    per_item = 1 + 7 + 7 + 7 + 8
+    per_item = 13 + 10
     assert _calls() == 2 * per_item
     lines = (tmp_path / RUNS_FILE).read_text().splitlines()
-    assert len(lines) == 2 * 5
+    configs = len(build_configs(_settings(1).methods, ["a", "b"], samples=6))
+    assert len(lines) == 2 * configs
     # A kill in the middle of a write leaves a cut line: ignored, and that unit is run again.
-    cut = json.loads(lines[-1])
-    (tmp_path / RUNS_FILE).write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])
+    cut = next(json.loads(line) for line in reversed(lines) if json.loads(line)["config"].startswith("seq"))
+    kept = [line for line in lines if json.loads(line) != cut]
+    (tmp_path / RUNS_FILE).write_text("\n".join(kept) + "\n" + json.dumps(cut)[:40])
     by_config = run_eval(_settings(4), tmp_path, progress=False)
-    assert _calls() == 2 * per_item + 2 * per_item + 8  # items 3 and 4, plus the cut seq unit
-    assert cut["config"] == "seq" and all(len(recs) == 4 for recs in by_config.values())
+    assert _calls() == 4 * per_item + 2  # items 3 and 4, plus the cut seq unit (2 window calls); no redraw
+    assert all(len(recs) == 4 for recs in by_config.values())
     again = _calls()
     run_eval(_settings(4), tmp_path, progress=False)
     assert _calls() == again  # nothing left to do
@@ -220,11 +245,12 @@ def test_failed_units_are_retried(tmp_path):
     run_eval(_settings(1), tmp_path, progress=False)
     path = tmp_path / RUNS_FILE
     records = [json.loads(x) for x in path.read_text().splitlines()]
-    records[0].update(error="ConnectionError: boom", correct=False)
+    target = next(r for r in records if r["config"] == "self-moa k=6 synthesize")
+    target.update(error="ConnectionError: boom", correct=False)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     before = _calls()
     run_eval(_settings(1), tmp_path, progress=False)
-    assert records[0]["config"] == "single" and _calls() == before + 1
+    assert _calls() == before + 1  # the one aggregator call, from the cached samples
 
 
 def test_cli_writes_table_json_and_plots(tmp_path, capsys):
@@ -236,13 +262,15 @@ def test_cli_writes_table_json_and_plots(tmp_path, capsys):
     assert "hellaswag: 100%" in err  # the progress bar
     figures = json.loads((out / "results.json").read_text())
     rows = {r["config"]: r for r in figures["rows"]}
-    assert rows["self-moa k=2"]["accuracy"] == 1.0 and rows["single"]["correct"] == 2
+    assert rows["self-moa k=2 synthesize"]["accuracy"] == 1.0 and rows["single"]["correct"] == 2
+    # vote: k=2 has both right samples; k=4 ties 2-2 and a tie goes to the earliest (right)
+    # sample; at k=6 the 4 wrong samples outvote the 2 right ones.
+    assert [rows[f"self-moa k={k} vote"]["accuracy"] for k in (2, 4, 6)] == [1.0, 1.0, 0.0]
     assert figures["meta"]["max_tokens"] == 16 and figures["meta"]["sweep"] == [2, 4]
     table = (out / "results.md").read_text()
-    assert "| self-moa | 3 | 1.000 (3/3) | 0.333 |" in table
-    assert "| seq k=4 (= self-moa k=4) | 3 |" in table and rows["seq k=4"]["same_as"] == "self-moa k=4"
-    assert figures["fit"]["configs"] == 0 and "needs at least 4" in figures["fit"]["note"]  # --no-diversity
-    for png in ("accuracy.png", "quality_diversity.png", "samples.png"):
+    assert "| self-moa k=6 synthesize | 3 | 1.000 (3/3) [0.44, 1.00] | +1/−0, p=1 | +3/−0, p=0.25 | 0.333 | 1.000 |" in table
+    assert "| seq k=4 synthesize (= self-moa k=4 synthesize) | 3 |" in table
+    for png in ("accuracy.png", "samples.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     write_report(figures, out, with_plots=False)  # a report re-renders from its own JSON
 

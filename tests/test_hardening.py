@@ -264,7 +264,7 @@ SPECS = [
     ({"layers": [[{"samples": 2}]]}, "spec is missing the required key 'layers.0.proposers.0.model'"),
     ({"layers": [["a"]], "aggregator": {"window": 1}}, "'aggregator.window': Input should be greater than"),
     ({"layers": [["a"]], "aggregator": {"reserved": 0}}, "'aggregator.reserved': Input should be greater than"),
-    ({"layers": [["a"]], "aggregator": {"mode": "window"}, "review": True}, "set aggregator.mode to 'oneshot'"),
+    ({"layers": [["a"]], "aggregator": {"mode": "window"}, "review": True}, "remove aggregator.window or set review to false"),
     ({"layers": [["a"]], "aggregator": {"modle": "a"}}, "unknown key 'aggregator.modle' in spec"),
     ({"layers": [["a"]], "limiter": 5}, "'limiter': Input should be an instance of CallLimiter"),
     ({"layers": [[{"model": "a", "temperature": -2}]]}, "'layers.0.proposers.0.temperature'"),
@@ -287,7 +287,9 @@ CLI = [
     (["run", "--temperature", "-1", *M, "Hi"], "argument --temperature: must be a number of at least 0, got '-1'"),
     (["run", "--timeout", "0", *M, "Hi"], "argument --timeout: must be a number above 0, got '0'"),
     (["run", "--model", "", "Hi"], "a model must be a model string"),
-    (["run", "--aggregator", "nosuchprovider:m", *M, "Hi"], "pip install 'selfmoa[providers]'"),
+    # Either "needs LangChain's init_chat_model: pip install 'selfmoa[providers]'" or, with langchain
+    # installed, "cannot create model ...: Unable to infer model provider": both name the model.
+    (["run", "--aggregator", "nosuchprovider:m", *M, "Hi"], "model 'nosuchprovider:m'"),
     (["run", "--spec", ("bad.yaml", "layers: [[\n"), "Hi"], "is not valid YAML"),
     (["run", "--spec", ("unk.yaml", "layers: [[hardfake:x]]\nwindow: 3\n"), "Hi"], "unknown key 'window' in spec"),
     (["run", "--spec", ("list.json", "[1, 2]"), "Hi"], "must hold a mapping with a 'layers' key, got list"),

@@ -109,6 +109,52 @@ def test_smollm2_joins_and_verifies(tmp_path, monkeypatch):
     assert row["installed"] and row["verified"] and row["path"] == str(path)
 
 
+def test_first_use_says_what_it_does_with_sizes(tmp_path, monkeypatch, capsys):
+    import selfmoa.local as local
+
+    _require_installed(SMOL)
+    monkeypatch.setenv("SELFMOA_HOME", str(tmp_path))
+    monkeypatch.setattr(local, "_progress_enabled", True)  # an earlier `selfmoa run --json` in this process turned it off
+    path = model_path(SMOL)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"selfmoa: first use of {SMOL}: joining 1 package file (98 MB) into {path} and checking its sha256"
+    assert err[-1].startswith(f"selfmoa: {SMOL} joined and checked in ") and err[-1].endswith(" s")
+    # A cached file without its stamp is hashed once more, and says so.
+    path.with_name(path.name + ".sha256").unlink()
+    model_path(SMOL)
+    assert capsys.readouterr().err.splitlines()[0] == f"selfmoa: checking the sha256 of {path} (98 MB), once"
+    # Verified: silent. The model start is one line with its settings and time.
+    model_path(SMOL)
+    assert capsys.readouterr().err == ""
+    with start_local_server(SMOL, slots=2, ctx_per_slot=512, threads=1) as server:
+        line = capsys.readouterr().err
+    assert line.startswith(f"selfmoa: starting llama.cpp with {SMOL} (98 MB), 2 slots × 512 tokens, 1 thread... ready in ")
+    assert line.endswith(f"{server.start_seconds:.1f} s\n") and line.count("\n") == 1
+    # set_progress(False), as `selfmoa run --quiet` does: nothing at all.
+    local.set_progress(False)
+    path.unlink()
+    model_path(SMOL)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_joined_file_is_enough_once_the_parts_are_gone(tmp_path, monkeypatch):
+    """README: after the first run, uninstalling the packages frees their copy."""
+    import selfmoa.local as local
+
+    _require_installed(SMOL)
+    monkeypatch.setenv("SELFMOA_HOME", str(tmp_path))
+    path = model_path(SMOL)
+
+    def uninstalled(model):
+        raise LocalModelError(f"local model {model.name!r} is not installed")
+
+    monkeypatch.setattr(local, "_part_paths", uninstalled)
+    assert model_path(SMOL) == path
+    path.unlink()
+    with pytest.raises(LocalModelError, match="is not installed"):
+        model_path(SMOL)
+
+
 def test_corrupted_cache_is_an_error_and_never_loads(tmp_path, monkeypatch):
     _require_installed(SMOL)
     monkeypatch.setenv("SELFMOA_HOME", str(tmp_path))

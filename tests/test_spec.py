@@ -105,7 +105,7 @@ def test_multi_layer_then_sliding_window():
         ({}, "spec is missing the required key 'layers'"),
         ({"layers": [[{"model": "specfake:A", "samples": 0}]]}, "greater than or equal to 1"),
         ({"layers": [["specfake:A"]], "aggregator": {"mode": "window", "window": 3, "reserved": 3}}, "reserved"),
-        ({"layers": [["specfake:A"]], "aggregator": {"mode": "sequential"}}, "'oneshot' or 'window'"),
+        ({"layers": [["specfake:A"]], "aggregator": {"mode": "sequential"}}, "'synthesize', 'select' or 'vote'"),
         ({"layers": [["specfake:A"]], "min_proposals": 2}, "exceeds the 1 proposals of layer 1"),
         ({"layers": [["specfake:A"]], "prompt": "no placeholder"}, "{references} placeholder"),
         ({"layers": [["specfake:A"]], "prompt": "{references} {other}"}, "only the {references} placeholder"),

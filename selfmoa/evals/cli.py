@@ -30,6 +30,8 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         models=[m.strip() for m in args.models.split(",") if m.strip()],
         limit=args.limit, samples=args.samples, sweep=_ints(args.samples_sweep), temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, window=args.window, reserved=args.reserved, threads=args.threads,
+        aggregations=[m.strip() for m in args.aggregations.split(",") if m.strip()], patience=args.patience,
+        workers=args.workers,
     )
     out = Path(args.out)
     started = time.perf_counter()
@@ -42,7 +44,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         "task": args.task, "models": settings.models, "methods": settings.methods, "limit": args.limit,
         "samples": args.samples, "sweep": settings.sweep, "temperature": args.temperature,
         "max_tokens": args.max_tokens or task.max_tokens, "seed": args.seed, "window": args.window,
-        "reserved": args.reserved, "command": "selfmoa " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"]
+        "reserved": args.reserved, "aggregations": settings.aggregations, "patience": args.patience, "command": "selfmoa " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"]
         else "selfmoa eval ...", "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.perf_counter() - started,
     }

@@ -8,23 +8,57 @@ import re
 from pathlib import Path
 from typing import Any
 
-from selfmoa.evals.metrics import Embedder, fit_quality_diversity, summarize
+from statistics import mean
+
+from selfmoa.evals.metrics import Embedder, diversity_method, fit_quality_diversity, summarize
+from selfmoa.evals.stats import mcnemar_exact, wilson
 
 
 def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: Embedder | None) -> dict[str, Any]:
-    """All figures: one row per configuration, the quality–diversity fit, and the run's metadata."""
+    """All figures: one row per configuration, paired tests, the quality–diversity fit, the metadata.
+
+    Each row has the accuracy with its 95% Wilson interval, calls and tokens per item, the
+    mean accuracy of its samples (`quality`), the share of items with a right sample
+    (`oracle`, pass@k), and exact McNemar tests against `single` and against the `vote`
+    configuration on the same samples, over the items both have.
+    """
     rows = []
     computed: dict[tuple, str] = {}
     for name, records in by_config.items():
         row = {"config": name, **summarize(records, embed)}
+        if records:
+            row["interval"] = list(wilson(row["correct"], row["items"]))
+            scored = [[p["correct"] for p in r["proposals"] if p["correct"] is not None] for r in records]
+            scored = [x for x in scored if x]
+            row["oracle"] = mean(float(any(x)) for x in scored) if scored else None
         keys = tuple((r["item"], r["key"]) for r in records)
         if keys and keys in computed:
             row["same_as"] = computed[keys]  # e.g. seq whose window holds every sample = self-moa
         computed.setdefault(keys, name)
         rows.append(row)
+    for row in rows:
+        for against in ("single", _vote_of(row["config"])):
+            if against and against != row["config"] and by_config.get(against) and by_config.get(row["config"]):
+                row[f"vs_{'single' if against == 'single' else 'vote'}"] = _paired(by_config[row["config"]], by_config[against])
     # A computation reported under two names counts once in the fit.
     fit = fit_quality_diversity([r for r in rows if r.get("items") and not r.get("same_as")])
-    return {"meta": meta, "rows": rows, "fit": fit}
+    return {"meta": meta, "rows": rows, "fit": fit, "diversity_method": diversity_method(embed)}
+
+
+def _vote_of(config: str) -> str | None:
+    """The vote configuration on the same samples: 'self-moa k=4 select' -> 'self-moa k=4 vote'."""
+    m = re.fullmatch(r"(self-moa k=\d+|moa \w+) (synthesize|select|vote)", config)
+    if m is None:
+        m2 = re.fullmatch(r"seq (k=\d+) .*", config)
+        return f"self-moa {m2.group(1)} vote" if m2 else None
+    return f"{m.group(1)} vote"
+
+
+def _paired(a: list[dict], b: list[dict]) -> dict[str, Any]:
+    right_b = {r["item"]: bool(r["correct"]) for r in b}
+    both = [r for r in a if r["item"] in right_b]
+    test = mcnemar_exact([bool(r["correct"]) for r in both], [right_b[r["item"]] for r in both])
+    return {"items": len(both), **test}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -35,31 +69,50 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _test(t: dict | None) -> str:
+    if not t:
+        return "–"
+    return f"+{t['a_only']}/−{t['b_only']}, p={t['p']:.2g}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The results table in Markdown, with the fit and the run's metadata under it."""
     meta = report["meta"]
     lines = [
         f"# selfmoa eval: {meta['task']}",
         "",
-        f"Models: {', '.join(meta['models'])} (A = first). Samples k = {meta['samples']}, "
-        f"temperature {meta['temperature']}, max_tokens {meta['max_tokens']}, seed {meta['seed']}.",
+        f"Models: {', '.join(meta['models'])} (A = first: it proposes and aggregates). Samples k = "
+        f"{meta['samples']}{' (sweep ' + ', '.join(map(str, meta['sweep'])) + ')' if meta.get('sweep') else ''}, "
+        f"temperature {meta['temperature']}, max_tokens {meta['max_tokens']}, seed {meta['seed']}. "
+        "Every configuration aggregates the same drawn samples of each item (sample once, aggregate many ways).",
         "",
-        "| config | items | accuracy | proposal quality | diversity (Vendi) | calls/item | in tok/item "
-        "| out tok/item | wall s/item | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Accuracy with its 95% Wilson interval. *vs single* and *vs vote*: items only this configuration got "
+        "right / items only the other got right, and the exact McNemar p-value, over the same items. "
+        "*mean sample*: accuracy of the samples themselves; *oracle*: share of items with at least one right "
+        "sample (pass@k).",
+        "",
+        "| config | items | accuracy [95% CI] | vs single | vs vote | mean sample | oracle | diversity "
+        "| calls/item | in tok/item | out tok/item | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["rows"]:
         if not r.get("items"):
-            lines.append(f"| {r['config']} | 0 | | | | | | | | |")
+            lines.append(f"| {r['config']} | 0 | | | | | | | | | | |")
             continue
         same = f" (= {r['same_as']})" if r.get("same_as") else ""
+        lo, hi = r.get("interval", (0.0, 1.0))
         lines.append(
-            f"| {r['config']}{same} | {r['items']} | {r['accuracy']:.3f} ({r['correct']}/{r['items']}) | {_fmt(r['quality'])} "
-            f"| {_fmt(r['diversity'], 2)} | {r['calls_per_item']:.1f} | {r['input_tokens_per_item']:.0f} "
-            f"| {r['output_tokens_per_item']:.0f} | {r['wall_s_per_item']:.1f} | {r['errors']} |"
+            f"| {r['config']}{same} | {r['items']} | {r['accuracy']:.3f} ({r['correct']}/{r['items']}) "
+            f"[{lo:.2f}, {hi:.2f}] | {_test(r.get('vs_single'))} | {_test(r.get('vs_vote'))} | {_fmt(r['quality'])} "
+            f"| {_fmt(r.get('oracle'))} | {_fmt(r['diversity'], 2)} | {r['calls_per_item']:.1f} "
+            f"| {r['input_tokens_per_item']:.0f} | {r['output_tokens_per_item']:.0f} | {r['errors']} |"
         )
     fit = report["fit"]
     lines.append("")
+    if report.get("diversity_method"):
+        d = report["diversity_method"]
+        lines.append(f"Diversity: {d['metric']}, over {d['embeddings']} embeddings.")
+        lines.append("")
     if "alpha" in fit:
         lines.append(
             f"Fit over {fit['configs']} configurations: accuracy ≈ {fit['alpha']:.3f}·quality + "
@@ -132,23 +185,28 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         plt.close(fig)
 
     series: dict[str, list[tuple[int, float]]] = {}
-    k_main = report["meta"]["samples"]
     for r in rows:
-        m = re.fullmatch(r"(self-moa|seq)(?: k=(\d+))?", r["config"])
+        m = re.fullmatch(r"(self-moa|seq) k=(\d+) (synthesize|select|vote)", r["config"])
         if m:
-            series.setdefault(m.group(1), []).append((int(m.group(2) or k_main), r["accuracy"]))
+            k = int(m.group(2))
+            series.setdefault(f"{m.group(1)} {m.group(3)}", []).append((k, r["accuracy"]))
+            if m.group(1) == "self-moa" and r.get("oracle") is not None:
+                series.setdefault("oracle (any sample right)", []).append((k, r["oracle"]))
+                series.setdefault("mean sample", []).append((k, r["quality"]))
     if any(len(v) >= 2 for v in series.values()):
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for name, pts_k in series.items():
-            pts_k.sort()
-            ax.plot([k for k, _ in pts_k], [a for _, a in pts_k], marker="o", label=name)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        styles = {"oracle (any sample right)": ":", "mean sample": ":"}
+        for name, pts_k in sorted(series.items()):
+            pts_k = sorted(set(pts_k))
+            ax.plot([k for k, _ in pts_k], [a for _, a in pts_k], marker="o", linestyle=styles.get(name, "-"), label=name)
         single = next((r for r in rows if r["config"] == "single"), None)
         if single:
             ax.axhline(single["accuracy"], color="grey", linestyle="--", label="single (greedy)")
         ax.set_xlabel("samples k")
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{task}: accuracy vs number of samples")
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{task}: accuracy vs samples (n={rows[0]['items']} items, same samples for every line)", fontsize=9)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         written.append(out / "samples.png")
         fig.savefig(written[-1], dpi=110)

@@ -1,8 +1,16 @@
-"""Run ensemble methods on the items of a task, caching each finished (item, config).
+"""Sample once, aggregate many ways: the eval runner.
 
-Every configuration runs on the same items, item by item, so an interrupted run still
-compares the methods on equal ground. Finished results are appended as JSON lines to
-`<out>/runs.jsonl` with their proposals; a rerun reads them and skips what is done.
+For each item, every model the configurations need is sampled once (sample i with seed
+`seed + i`, at the eval's temperature) and once greedily; the draws are cached in
+`<out>/draws.jsonl`. Every aggregation (synthesize, select, vote; one-shot or through a
+sliding window; any k up to the draw) then runs the real selfmoa graph on those same
+samples, replayed by `ReplayChatModel`, with the real model as aggregator. Comparisons
+between configurations are therefore paired: the same items and the same samples, so
+an extra aggregation costs no extra samples, and a smaller k is the first k of the draw.
+
+Finished aggregations are appended to `<out>/runs.jsonl`; a rerun reads both files and
+does only what is missing, item by item, so an interrupted run still compares every
+configuration on the same items.
 """
 
 from __future__ import annotations
@@ -10,50 +18,65 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import HumanMessage
 
-from selfmoa.graphs import create_from_spec
-from selfmoa.nodes import create_model
+from selfmoa.evals.replay import ReplayChatModel
 from selfmoa.evals.tasks import Item, Task
+from selfmoa.graphs import create_from_spec, create_self_moa
+from selfmoa.nodes import create_model
 
 METHODS = ("single", "self-moa", "moa", "seq")
+AGGREGATIONS = ("synthesize", "select", "vote")
 RUNS_FILE = "runs.jsonl"
+DRAWS_FILE = "draws.jsonl"
 
 
 @dataclass(frozen=True)
 class Config:
-    """One configuration to evaluate: a method with its proposer mix and aggregator."""
+    """One configuration to evaluate: a method, its proposer mix and how it aggregates."""
 
     name: str
     method: str
     proposers: tuple[tuple[str, int], ...]
     """(model name, samples) per proposer group; one (model, 1) for `single`."""
     aggregator: str | None = None
-    mode: str = "oneshot"
-    window: int = 4
+    aggregate: str = "synthesize"
+    """Aggregation mode: synthesize, select or vote."""
+    window: int | None = None
+    """Sliding-window size for seq (None: one-shot)."""
     reserved: int = 2
     mix: str = ""
     """The proposer mix in the paper's notation, e.g. AAABBB."""
+    patience: int | None = None
+    """seq only: stop once the synthesis has kept its answer this many steps."""
 
     @property
     def samples(self) -> int:
         return sum(n for _, n in self.proposers)
 
+    @property
+    def k(self) -> int:
+        return self.samples
+
     def computation(self, settings: dict[str, Any]) -> dict[str, Any]:
         """What determines the results; equal computations share one cached record."""
-        mode = self.mode
-        if mode == "window" and self.samples <= self.window:
-            mode = "oneshot"  # a window that holds every sample is one-shot aggregation
-        comp = {"method": "single" if self.method == "single" else "ensemble", "proposers": list(self.proposers),
-                "aggregator": self.aggregator, "mode": mode, **settings}
-        if mode == "window":
-            comp.update(window=self.window, reserved=self.reserved)
+        if self.method == "single":
+            return {"method": "single", "proposers": list(self.proposers), **settings}
+        window = self.window if self.window is not None and self.samples > self.window else None
+        comp = {"method": "ensemble", "proposers": list(self.proposers), "mode": self.aggregate,
+                "aggregator": None if self.aggregate == "vote" else self.aggregator, **settings}
+        if window is not None:  # a window that holds every sample is one-shot aggregation
+            comp.update(window=window, reserved=self.reserved)
+            if self.patience is not None:
+                comp["patience"] = self.patience
         return comp
 
     def key(self, settings: dict[str, Any]) -> str:
@@ -68,50 +91,60 @@ def mix_label(counts: Sequence[int]) -> str:
 
 def build_configs(
     methods: Sequence[str], models: Sequence[str], *, samples: int, sweep: Sequence[int] = (),
-    window: int = 4, reserved: int = 2,
+    window: int = 4, reserved: int = 2, aggregations: Sequence[str] = AGGREGATIONS,
+    patience: int | None = None,
 ) -> list[Config]:
     """The configurations of an eval, in report order.
 
-    `single` is the first model, greedy; `self-moa` and `seq` sample the first model;
-    `moa` mixes the models (for A, B: AAAAAA, AAABBB, BBBBBB, all aggregated by A).
+    `single` is the first model, greedy. `self-moa` samples the first model k times and
+    aggregates in each mode; `seq` aggregates the same samples through a sliding window
+    (synthesize and select; with `patience`, also stopping early); `moa` mixes the models
+    (for A, B: AAABBB and BBBBBB, aggregated by A; AAAAAA is self-moa).
 
     Example:
-        >>> [c.name for c in build_configs(["single", "moa"], ["a", "b"], samples=6)]
-        ['single', 'moa AAAAAA', 'moa AAABBB', 'moa BBBBBB']
+        >>> [c.name for c in build_configs(["single", "moa"], ["a", "b"], samples=6, aggregations=["vote"])]
+        ['single', 'moa AAAAAA vote', 'moa AAABBB vote', 'moa BBBBBB vote']
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    bad = [a for a in aggregations if a not in AGGREGATIONS]
+    if bad or not aggregations:
+        raise ValueError(f"unknown aggregation {bad[0] if bad else ''!r}; choose from {', '.join(AGGREGATIONS)}")
     if not models:
         raise ValueError("give at least one model with --models")
     if samples < 1 or any(k < 1 for k in sweep):
         raise ValueError("--samples and --samples-sweep need positive numbers")
     a = models[0]
-    mix_a = mix_label([samples])
+    ks = sorted({*sweep, samples})
     configs: list[Config] = []
     for method in methods:
         if method == "single":
             configs.append(Config("single", "single", ((a, 1),)))
-        elif method in ("self-moa", "seq"):
-            mode = "window" if method == "seq" else "oneshot"
-            for k in sorted({*sweep, samples}):
-                name = method if k == samples else f"{method} k={k}"
-                configs.append(Config(name, method, ((a, k),), a, mode, window, reserved, mix_label([k])))
+        elif method == "self-moa":
+            for k in ks:
+                for agg in aggregations:
+                    name = f"self-moa k={k} {agg}"
+                    configs.append(Config(name, method, ((a, k),), a, agg, None, reserved, mix_label([k])))
+        elif method == "seq":
+            for k in ks:
+                for agg in (x for x in aggregations if x != "vote"):
+                    base = Config(f"seq k={k} {agg}", method, ((a, k),), a, agg, window, reserved, mix_label([k]))
+                    configs.append(base)
+                    if patience is not None:
+                        configs.append(replace(base, name=f"{base.name} patience={patience}", patience=patience))
         elif method == "moa":
             if len(models) < 2:
                 raise ValueError("moa needs at least two models in --models (the first is the aggregator)")
-            mixes: list[list[int]] = [[samples] + [0] * (len(models) - 1)]
             share = [samples // len(models) + (i < samples % len(models)) for i in range(len(models))]
-            mixes.append(share)
-            for i in range(1, len(models)):
-                mixes.append([samples if j == i else 0 for j in range(len(models))])
+            mixes = [share] + [[samples if j == i else 0 for j in range(len(models))] for i in range(1, len(models))]
+            if "self-moa" not in methods:
+                mixes.insert(0, [samples] + [0] * (len(models) - 1))
             for counts in mixes:
                 proposers = tuple((m, n) for m, n in zip(models, counts) if n)
                 label = mix_label(counts)
-                configs.append(Config(f"moa {label}", "moa", proposers, a, "oneshot", window, reserved, label))
-    if mix_a and "self-moa" in methods and "moa" in methods:
-        # moa AAAAAA is Self-MoA: computed once, reported once (as self-moa).
-        configs = [c for c in configs if c.name != f"moa {mix_a}"]
+                for agg in aggregations:
+                    configs.append(Config(f"moa {label} {agg}", "moa", proposers, a, agg, None, reserved, label))
     return configs
 
 
@@ -129,6 +162,10 @@ class EvalSettings:
     window: int = 4
     reserved: int = 2
     threads: int | None = None
+    aggregations: list[str] = field(default_factory=lambda: list(AGGREGATIONS))
+    patience: int | None = None
+    workers: int = 4
+    """Aggregations of one item run at once (the embedded model decodes them as one batch)."""
 
 
 def _make_model(name: str, max_tokens: int, slots: int, threads: int | None) -> Any:
@@ -140,19 +177,30 @@ def _make_model(name: str, max_tokens: int, slots: int, threads: int | None) -> 
     return create_model(name, **kwargs)
 
 
-def load_records(out: Path) -> dict[tuple[str, str, str], dict]:
-    """Finished records by (task, item, computation key); later lines win."""
-    records: dict[tuple[str, str, str], dict] = {}
-    path = out / RUNS_FILE
+def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
-        return records
+        return []
+    out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            rec = json.loads(line)
+            out.append(json.loads(line))
         except ValueError:
-            continue  # a line cut short by a kill: that unit is simply run again
-        records[(rec["task"], rec["item"], rec["key"])] = rec
-    return records
+            continue  # a line cut short by a kill: that unit is simply done again
+    return out
+
+
+def load_records(out: Path) -> dict[tuple[str, str, str], dict]:
+    """Finished aggregation records by (task, item, computation key); later lines win."""
+    return {(r["task"], r["item"], r["key"]): r for r in _read_jsonl(out / RUNS_FILE)}
+
+
+def load_draws(out: Path) -> dict[tuple, dict]:
+    """Drawn samples by (task, item, model, temperature, max_tokens, seed); later lines win."""
+    return {_draw_key(r): r for r in _read_jsonl(out / DRAWS_FILE)}
+
+
+def _draw_key(r: dict) -> tuple:
+    return (r["task"], r["item"], r["model"], r["temperature"], r["max_tokens"], r["seed"])
 
 
 def _usage(raw: dict | None) -> dict[str, int]:
@@ -160,33 +208,87 @@ def _usage(raw: dict | None) -> dict[str, int]:
     return {k: int(raw.get(k, 0) or 0) for k in ("input_tokens", "output_tokens", "calls")}
 
 
-def run_unit(task: Task, item: Item, config: Config, models: dict[str, Any], s: EvalSettings) -> dict:
-    """Run one configuration on one item; returns its record (not yet written)."""
-    started = time.perf_counter()
-    error = None
-    proposals: list[dict] = []
-    aggregations = 0
-    if config.method == "single":
-        model = models[config.proposers[0][0]]
+class _Sink:
+    """Appends JSON lines to a file, one writer at a time, each line flushed."""
+
+    def __init__(self, path: Path):
+        if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            with path.open("a", encoding="utf-8") as f:
+                f.write("\n")  # end a line cut by a kill, so the next record starts on its own line
+        self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        with self._lock:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def draw(task: Task, item: Item, model: Any, name: str, *, count: int, start: int, temperature: float,
+         seed: int, max_tokens: int) -> list[dict]:
+    """Samples `start .. count-1` of `name` on `item` (sample i with seed `seed + i`), scored.
+
+    Drawn through a selfmoa graph in vote mode, so they are exactly the proposals a graph
+    with that base seed asks for, and no aggregator call is made. Temperature 0 is the
+    greedy answer: one plain call.
+    """
+    if temperature == 0:
+        started = time.perf_counter()
         try:
             message = model.invoke([HumanMessage(item.prompt)], temperature=0)
-            answer = message.text if hasattr(message, "text") else str(message.content)
+            text, error = message.text, None
             usage = _usage({**(message.usage_metadata or {}), "calls": 1})
-        except Exception as exc:  # recorded, and retried by the next run
-            answer, usage, error = "", _usage(None), f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # recorded; the next run draws it again
+            text, error, usage = "", f"{type(exc).__name__}: {exc}", _usage(None)
+        return [{"text": text, "usage": usage, "error": error, "correct": bool(task.score(item, text)) if not error else None,
+                 "latency": round(time.perf_counter() - started, 3)}]
+    graph = create_self_moa(model, samples=count - start, temperature=temperature, seed=seed + start,
+                            mode="vote", min_proposals=1).compile()
+    try:
+        result = graph.invoke({"messages": [("user", item.prompt)]})
+        proposals = result["proposals"]
+    except Exception as exc:  # every sample failed: recorded as failed samples
+        proposals = [{"text": "", "usage": None, "error": f"{type(exc).__name__}: {exc}", "latency": 0.0}] * (count - start)
+    return [{"text": p["text"], "usage": _usage(p["usage"]), "error": p["error"], "latency": p["latency"],
+             "correct": bool(task.score(item, p["text"])) if not p["error"] else None} for p in proposals]
+
+
+def aggregate_unit(task: Task, item: Item, config: Config, draws: dict[str, list[dict]], models: dict[str, Any],
+                   s: EvalSettings) -> dict:
+    """Run one configuration on one item from its drawn samples; returns its record."""
+    started = time.perf_counter()
+    error, proposals, aggregations, extra = None, [], 0, {}
+    if config.method == "single":
+        sample = draws["greedy"][0]
+        answer, usage, error = sample["text"], sample["usage"], sample["error"]
     else:
-        spec = {
-            "layers": [[{"model": models[m], "samples": n} for m, n in config.proposers]],
-            "aggregator": {"model": models[config.aggregator], "mode": config.mode,
-                           "window": config.window, "reserved": config.reserved},
-            "temperature": s.temperature,
-            "seed": s.seed,
-        }
+        layers, offset = [], 0
+        for name, n in config.proposers:
+            replay = ReplayChatModel(model=name, base=s.seed, samples=draws[name])
+            layers.append({"model": replay, "samples": n})
+            offset += n
+        aggregator: dict[str, Any] = {"mode": config.aggregate}
+        if config.aggregate == "vote":
+            aggregator["answer_of"] = getattr(task, "answer_of", None)
+        else:
+            aggregator["model"] = models[config.aggregator]
+        if config.window is not None and config.samples > config.window:
+            aggregator.update(window=config.window, reserved=config.reserved)
+            if config.patience is not None:
+                aggregator["patience"] = config.patience
+        spec = {"layers": [layers], "aggregator": aggregator, "temperature": s.temperature, "seed": s.seed}
         try:
             result = create_from_spec(spec).compile().invoke({"messages": [("user", item.prompt)]})
             answer = result["answer"]
             usage = _usage(result["usage"]["total"])
             aggregations = len(result.get("aggregations") or [])
+            last = (result.get("aggregations") or [{}])[-1]
+            extra = {k: last[k] for k in ("chosen", "votes") if k in last}
+            if "stopped" in result:
+                extra["stopped"] = result["stopped"]
             for p in result["proposals"]:
                 ok = None if p["error"] else bool(task.score(item, p["text"]))
                 proposals.append({"model": p["model"], "sample": p["sample"], "text": p["text"],
@@ -196,13 +298,26 @@ def run_unit(task: Task, item: Item, config: Config, models: dict[str, Any], s: 
     return {
         "task": s.task, "item": item.id, "config": config.name, "key": config.key(_settings_key(s, task)),
         "answer": answer, "correct": bool(task.score(item, answer)) if not error else False,
-        "proposals": proposals, "aggregations": aggregations, "usage": usage,
+        "proposals": proposals, "aggregations": aggregations, "usage": usage, **extra,
         "wall_s": round(time.perf_counter() - started, 3), "error": error,
     }
 
 
 def _settings_key(s: EvalSettings, task: Task) -> dict[str, Any]:
     return {"temperature": s.temperature, "max_tokens": s.max_tokens or task.max_tokens, "seed": s.seed}
+
+
+def _needed_draws(configs: list[Config]) -> dict[str, int]:
+    """Samples each model must have drawn: the largest seed offset any configuration asks for."""
+    need: dict[str, int] = {}
+    for c in configs:
+        if c.method == "single":
+            continue
+        offset = 0
+        for name, n in c.proposers:
+            offset += n
+            need[name] = max(need.get(name, 0), offset)
+    return need
 
 
 def run_eval(
@@ -219,43 +334,55 @@ def run_eval(
     task = task or get_task(s.task)
     out.mkdir(parents=True, exist_ok=True)
     items = task.load(s.limit)
-    configs = build_configs(s.methods, s.models, samples=s.samples, sweep=s.sweep,
-                            window=s.window, reserved=s.reserved)
+    configs = build_configs(s.methods, s.models, samples=s.samples, sweep=s.sweep, window=s.window,
+                            reserved=s.reserved, aggregations=s.aggregations, patience=s.patience)
     skey = _settings_key(s, task)
-    done = load_records(out)
-    slots = max([c.samples for c in configs] + [1])
+    max_tokens = skey["max_tokens"]
+    done, drawn = load_records(out), load_draws(out)
+    need = _needed_draws(configs)
+    slots = max([*need.values(), s.workers, 1])
     models: dict[str, Any] = {}
-    todo = [(item, c) for item in items for c in configs
-            if not _finished(done.get((s.task, item.id, c.key(skey))))]
-    # Each unit computed once even if two config names share it (e.g. seq with k <= window).
-    seen: set[tuple[str, str]] = set()
+
+    def model(name: str) -> Any:
+        if name not in models:
+            models[name] = make_model(name, max_tokens, slots, s.threads)
+        return models[name]
+
+    todo = [item for item in items if any(not _finished(done.get((s.task, item.id, c.key(skey)))) for c in configs)]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc=s.task, unit="run", file=sys.stderr, dynamic_ncols=True)
-    path = out / RUNS_FILE
-    if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-        with path.open("a", encoding="utf-8") as sink:
-            sink.write("\n")  # end a line cut by a kill, so the next record starts on its own line
-    with path.open("a", encoding="utf-8") as sink:
-        for item, config in todo:
-            key = config.key(skey)
+        bar = tqdm(total=len(todo), desc=s.task, unit="item", file=sys.stderr, dynamic_ncols=True)
+    runs, draws_sink = _Sink(out / RUNS_FILE), _Sink(out / DRAWS_FILE)
+    try:
+        for item in todo:
             if bar:
-                bar.set_postfix_str(f"item {item.id} {config.name}", refresh=False)
-            if (item.id, key) not in seen:
-                for name, _ in config.proposers:
-                    if name not in models:
-                        models[name] = make_model(name, s.max_tokens or task.max_tokens, slots, s.threads)
-                rec = run_unit(task, item, config, models, s)
-                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                sink.flush()
-                done[(s.task, item.id, key)] = rec
-                seen.add((item.id, key))
+                bar.set_postfix_str(f"item {item.id}: drawing", refresh=True)
+            samples = _draw_item(task, item, s, need, drawn, model, max_tokens, draws_sink,
+                                 greedy="single" in s.methods)
+            pending, seen = [], set()
+            for c in configs:
+                key = c.key(skey)
+                if not _finished(done.get((s.task, item.id, key))) and key not in seen:
+                    seen.add(key)
+                    pending.append(c)
+            for c in pending:
+                if c.aggregator and c.aggregate != "vote":
+                    model(c.aggregator)
+            if bar:
+                bar.set_postfix_str(f"item {item.id}: {len(pending)} aggregations", refresh=True)
+            with ThreadPoolExecutor(max_workers=max(1, s.workers)) as pool:
+                for rec in pool.map(lambda c: aggregate_unit(task, item, c, samples, models, s), pending):
+                    runs.write(rec)
+                    done[(s.task, item.id, rec["key"])] = rec
             if bar:
                 bar.update(1)
-    if bar:
-        bar.close()
+    finally:
+        runs.close()
+        draws_sink.close()
+        if bar:
+            bar.close()
     by_config: dict[str, list[dict]] = {}
     for c in configs:
         recs = [done.get((s.task, item.id, c.key(skey))) for item in items]
@@ -263,8 +390,31 @@ def run_eval(
     return by_config
 
 
+def _draw_item(task: Task, item: Item, s: EvalSettings, need: dict[str, int], drawn: dict[tuple, dict],
+               model: Callable[[str], Any], max_tokens: int, sink: _Sink, *, greedy: bool) -> dict[str, list[dict]]:
+    """The item's samples per model (and its greedy answer), drawing what the cache lacks."""
+    wanted = [(name, count, s.temperature, s.seed) for name, count in need.items()]
+    if greedy:
+        wanted.append((s.models[0], 1, 0.0, None))
+    out: dict[str, list[dict]] = {}
+    for name, count, temperature, seed in wanted:
+        key = (s.task, item.id, name, temperature, max_tokens, seed)
+        previous = (drawn.get(key) or {}).get("samples", [])
+        have = [] if any(x.get("error") for x in previous) else previous[:count]  # a failed draw is redrawn
+        if len(have) < count:
+            have = have + draw(task, item, model(name), name, count=count, start=len(have),
+                               temperature=temperature, seed=seed or 0, max_tokens=max_tokens)
+            record = {"task": s.task, "item": item.id, "model": name, "temperature": temperature,
+                      "max_tokens": max_tokens, "seed": seed, "samples": have}
+            sink.write(record)
+            drawn[key] = record
+        out["greedy" if temperature == 0 else name] = have
+    return out
+
+
 def _finished(rec: dict | None) -> bool:
     return rec is not None and not rec.get("error")
 
 
-__all__ = ["METHODS", "Config", "EvalSettings", "build_configs", "load_records", "mix_label", "run_eval", "run_unit"]
+__all__ = ["AGGREGATIONS", "METHODS", "Config", "EvalSettings", "aggregate_unit", "build_configs", "draw",
+           "load_draws", "load_records", "mix_label", "run_eval"]

@@ -11,6 +11,7 @@ TASKS = {
     "hellaswag": "selfmoa.evals.tasks.hellaswag",
     "humaneval": "selfmoa.evals.tasks.humaneval",
     "rg-basic-arithmetic": "selfmoa.evals.tasks.reasoning_gym_task",
+    "rg-arithmetic": "selfmoa.evals.tasks.reasoning_gym_task:EASY",
 }
 
 
@@ -18,7 +19,8 @@ def get_task(name: str) -> Task:
     """The task called `name`; a ValueError lists the known ones."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return importlib.import_module(TASKS[name]).TASK
+    module, _, attr = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), attr or "TASK")
 
 
 __all__ = ["TASKS", "Item", "Task", "get_task"]

