@@ -55,8 +55,8 @@ async def main(latency: float, repeats: int) -> list[int]:
     for name, graph, latencies, (layers, windows), target in cases:
         app = graph.compile()
         await app.ainvoke(QUESTION)  # warm up
-        runs = [await atime(lambda: app.ainvoke(QUESTION)) for _ in range(repeats)]
-        seq = await atime(lambda: sequential(model, layers, windows))
+        runs = [await atime(lambda app=app: app.ainvoke(QUESTION)) for _ in range(repeats)]
+        seq = await atime(lambda layers=layers, windows=windows: sequential(model, layers, windows))
         ideal = latencies * latency
         wall = median(runs)
         print(

@@ -56,7 +56,7 @@ def main(sizes: list[int]) -> list[int]:
     header = ("N", "windows", "max aggregator prompt", "keep=latest bytes", "bytes/sample", "wall s",
               "keep=all bytes", "bytes/sample", "wall s")
     widths = (6, 8, 22, 18, 13, 7, 15, 13, 7)
-    print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths)))
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
     for n in sizes:
         prompt, size, wall, windows = rows["latest"][n]
         _, all_size, all_wall, _ = rows["all"][n]

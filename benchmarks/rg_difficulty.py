@@ -37,7 +37,7 @@ def main() -> None:
         ds = reasoning_gym.create_dataset("basic_arithmetic", size=args.items, seed=7, **config)
         started = time.perf_counter()
 
-        def one(i: int) -> bool:
+        def one(i: int, ds=ds) -> bool:
             reply = model.invoke([HumanMessage(f"{ds[i]['question']}\n\n{INSTRUCTION}")], temperature=0).text
             return ds.score_answer(answer=extract(reply), entry=ds[i]) >= 1.0
 

@@ -12,6 +12,7 @@ Example:
     True
 """
 
+from selfmoa.chat_model import MoAChatModel
 from selfmoa.graphs import (
     AggregatorSpec,
     LayerSpec,
@@ -27,13 +28,13 @@ from selfmoa.graphs import (
 )
 from selfmoa.nodes import (
     Aggregation,
+    AggregationError,
     CallLimiter,
     EnsembleContext,
-    AggregationError,
     InputError,
     InputState,
-    ModelResolutionError,
     MoAState,
+    ModelResolutionError,
     OutputState,
     Proposal,
     ProposalsFailedError,
@@ -45,7 +46,6 @@ from selfmoa.nodes import (
     register_model_provider,
     resolve_model,
 )
-from selfmoa.chat_model import MoAChatModel
 from selfmoa.prompts import AGGREGATE_PROMPT
 
 __version__ = "0.1.0"

@@ -173,7 +173,7 @@ def _last_chunk(state: dict) -> ChatGenerationChunk:
     return ChatGenerationChunk(
         message=AIMessageChunk(
             content="",
-            usage_metadata=_usage(state),
+            usage_metadata=_usage(state),  # type: ignore[arg-type]  # the three counts UsageMetadata needs
             response_metadata={"model_name": "selfmoa", "selfmoa": _metadata(state)},
         )
     )

@@ -28,8 +28,8 @@ from selfmoa.graphs import (
     load_spec_file,
     parse_spec,
 )
-from selfmoa.nodes import SelfMoAError, SpecError, create_model
 from selfmoa.graphs.builder import group_failures
+from selfmoa.nodes import SelfMoAError, SpecError, create_model
 from selfmoa.nodes.models import describe_error, redact
 
 METHODS = ("self-moa", "moa", "seq")
@@ -404,7 +404,9 @@ class _Failures:
     """
 
     def __init__(self, progress: TextIO | None):
-        self.progress, self.failed, self.total, self.note = progress, [], 0, None
+        self.progress, self.total = progress, 0
+        self.failed: list[dict] = []
+        self.note: str | None = None
 
     def add(self, proposal: dict) -> None:
         self.total += 1

@@ -125,6 +125,7 @@ class LocalModel:
 
     @property
     def cache_filename(self) -> str:
+        """Name of the joined file in the cache: the model name and a prefix of its sha256."""
         # The hash prefix is in the name so that a future selfmoa pinning other
         # bytes under the same model name never meets this file.
         return f"{self.name}-{self.sha256[:12]}.gguf"
@@ -503,7 +504,7 @@ def _resolve_threads(threads: int | None) -> int:
         try:
             threads = int(env)
         except ValueError:
-            raise LocalModelError(f"SELFMOA_THREADS must be a positive integer, got {env!r}")
+            raise LocalModelError(f"SELFMOA_THREADS must be a positive integer, got {env!r}") from None
     if threads < 1:
         raise LocalModelError(f"threads must be >= 1, got {threads}")
     return threads
@@ -994,7 +995,7 @@ def _reviving_clients(server: LocalServer) -> dict[str, Any]:
     hx = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0])
     no_keepalive = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=1000, max_keepalive_connections=0)
 
-    class Reviving(hx.HTTPTransport):
+    class Reviving(hx.HTTPTransport):  # type: ignore[name-defined]  # the SDK's httpx, found at run time
         def handle_request(self, request: Any) -> Any:
             try:
                 return super().handle_request(request)
@@ -1003,7 +1004,7 @@ def _reviving_clients(server: LocalServer) -> dict[str, Any]:
                     raise
                 return super().handle_request(request)
 
-    class AsyncReviving(hx.AsyncHTTPTransport):
+    class AsyncReviving(hx.AsyncHTTPTransport):  # type: ignore[name-defined]  # as above
         async def handle_async_request(self, request: Any) -> Any:
             try:
                 return await super().handle_async_request(request)

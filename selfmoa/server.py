@@ -757,7 +757,8 @@ async def _chat(request: Request, config: ServerConfig, ensembles: _Ensembles, a
     context = {k: v for k, v in (("temperature", req.temperature), ("seed", req.seed)) if v is not None}
     max_tokens = req.max_completion_tokens or req.max_tokens or config.max_tokens
     arrived = time.perf_counter()
-    lease = await _race_disconnect(request, admission.enter())
+    held: _Lease = await _race_disconnect(request, admission.enter())
+    lease: _Lease | None = held
     run = _Run(req, arrived)
     try:
         try:
@@ -767,7 +768,7 @@ async def _chat(request: Request, config: ServerConfig, ensembles: _Ensembles, a
         except Exception as exc:  # noqa: BLE001 - mapped to a status
             raise _classify(exc, dynamic=dynamic) from None
         if req.stream:
-            response = await _stream(request, graph, payload, context, config.timeout, run, lease)
+            response = await _stream(request, graph, payload, context, config.timeout, run, held)
             lease = None  # the response releases it when the stream ends
             return response
 

@@ -31,7 +31,7 @@ from pydantic import Field, PrivateAttr
 __all__ = ["FakeCall", "FakeChatModel", "FakeModelError", "count_tokens"]
 
 
-_CALL_METADATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("fake_call_metadata", default={})
+_CALL_METADATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("fake_call_metadata", default={})  # noqa: B039 - never mutated: set() replaces it
 
 
 class FakeModelError(ConnectionError):
@@ -157,6 +157,7 @@ class FakeChatModel(BaseChatModel):
     # LangChain calls `_stream` without its run manager, so the run metadata (where selfmoa
     # puts the sample index) is captured at the public entry points instead.
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AIMessage:
+        """`BaseChatModel.invoke`, noting the call's run metadata for the reply."""
         token = _CALL_METADATA.set(dict((config or {}).get("metadata") or {}))
         try:
             return super().invoke(input, config, **kwargs)
@@ -164,6 +165,7 @@ class FakeChatModel(BaseChatModel):
             _CALL_METADATA.reset(token)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AIMessage:
+        """`BaseChatModel.ainvoke`, noting the call's run metadata for the reply."""
         token = _CALL_METADATA.set(dict((config or {}).get("metadata") or {}))
         try:
             return await super().ainvoke(input, config, **kwargs)
@@ -293,5 +295,6 @@ def _chunks(result: ChatResult) -> Sequence[ChatGenerationChunk]:
     chunks = [
         ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w)) for i, w in enumerate(words)
     ]
-    chunks.append(ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=message.usage_metadata)))
+    usage = getattr(message, "usage_metadata", None)
+    chunks.append(ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage)))
     return chunks

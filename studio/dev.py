@@ -36,6 +36,7 @@ def port_free(host: str, port: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check the port, set the offline environment, then run `langgraph dev`; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")

@@ -86,6 +86,7 @@ class MCPAnswerMiddleware:
         self.path = path.rstrip("/")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Pass every request through; rewrite the result of a successful MCP `tools/call`."""
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self.path:
             await self.app(scope, receive, send)
             return

@@ -118,8 +118,9 @@ def test_vote_streams_the_answer_and_runs_under_ainvoke():
 
 def test_mode_reaches_moa_hybrid_specs_and_yaml(tmp_path):
     a, b = answers("x", "Answer: 5", "Answer: 5"), answers("y", "z", "w")
-    moa = create_moa([[a, a, a]], aggregator=a, mode="vote", answer_of="number").compile().invoke(ask())
+    moa = create_moa([[a, b, a]], aggregator=a, mode="vote", answer_of="number").compile().invoke(ask())
     assert moa["answer"] == "Answer: 5" and moa["aggregations"][0]["mode"] == "vote"
+    assert [p["model"] for p in moa["proposals"]] == ["fake", "fake#2", "fake"]
     spec = tmp_path / "s.yaml"
     spec.write_text("layers: [[{model: 'openai:m', samples: 3}]]\naggregator: {mode: select, window: 4, reserved: 2}\n")
     from selfmoa.graphs import parse_spec

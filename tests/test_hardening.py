@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import ask, by_role, system_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langgraph.checkpoint.memory import InMemorySaver
@@ -40,8 +41,6 @@ from selfmoa import (
 from selfmoa.cli import main as cli_main
 from selfmoa.nodes.calls import TRIM_MARK, trim_references
 from selfmoa.testing import FakeChatModel
-
-from helpers import ask, by_role, system_text
 
 # --- the shared call limiter -------------------------------------------------------------------
 

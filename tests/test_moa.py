@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from helpers import QUESTION, ask, by_role, system_text
-
 from langgraph.checkpoint.memory import InMemorySaver
 
 from selfmoa import create_moa

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import ask, free_port, log_tail
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -29,8 +30,8 @@ from selfmoa import (
     ModelResolutionError,
     ProposalsFailedError,
     create_from_spec,
-    create_model,
     create_moa,
+    create_model,
     create_self_moa,
     register_model_provider,
 )
@@ -38,8 +39,6 @@ from selfmoa.cli import main as cli_main
 from selfmoa.nodes.inputs import NO_INPUT
 from selfmoa.server import ServerConfig, _Admission, create_app
 from selfmoa.testing import FakeChatModel
-
-from helpers import ask, free_port, log_tail
 
 register_model_provider("relfake", lambda name, **kw: FakeChatModel(model=name or "relfake", latency=0.01))
 URL = "/v1/chat/completions"

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from helpers import free_port, log_tail
 from openai_stub import OpenAIStub
-from selfmoa.nodes import AggregationError
 
 from selfmoa import create_self_moa
+from selfmoa.nodes import AggregationError
 from selfmoa.testing import FakeChatModel
 
 pytest.importorskip("fastapi", reason="needs: pip install 'selfmoa[server]'")

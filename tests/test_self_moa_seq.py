@@ -23,7 +23,7 @@ def test_window_contents_and_call_count(n):
     texts = {p["sample"]: p["text"] for p in out["proposals"]}
 
     calls = sorted(by_role(model, "aggregator"), key=lambda c: c.metadata["selfmoa_step"])
-    for k, (step, call) in enumerate(zip(steps, calls)):
+    for k, (step, call) in enumerate(zip(steps, calls, strict=True)):
         system = system_text(call)
         refs = [texts[i] for i in step["samples"]]
         if k == 0:

@@ -131,7 +131,7 @@ PATHOLOGICAL = {
     "duplicate keys": ('{"model": "nosuch", "model": "team", ' + Q + ', ' + Q + "}").encode(),
     "invalid UTF-8": b'{"model": "team", "messages": [{"role": "user", "content": "\xff\xfe\xc3("}]}',
     "UTF-16 body": ('{"model": "team", ' + Q + "}").encode("utf-16"),
-    "lone surrogate in content": ('{"model": "team", "messages": [{"role": "user", "content": "\\ud800"}]}').encode(),
+    "lone surrogate in content": (b'{"model": "team", "messages": [{"role": "user", "content": "\\ud800"}]}'),
     "lone surrogate in model": ('{"model": "\\udfff", ' + Q + "}").encode(),
     "lone surrogate in a key": ('{"model": "team", ' + Q + ', "\\ud800": 1}').encode(),
     "NUL in model": ('{"model": "team\\u0000", ' + Q + "}").encode(),

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from selfmoa.evals.report import build_report, machine, write_report
@@ -45,7 +45,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         "samples": args.samples, "sweep": settings.sweep, "temperature": args.temperature,
         "max_tokens": args.max_tokens or task.max_tokens, "seed": args.seed, "window": args.window,
         "reserved": args.reserved, "aggregations": settings.aggregations, "patience": args.patience, "command": "selfmoa " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"]
-        else "selfmoa eval ...", "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        else "selfmoa eval ...", "machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.perf_counter() - started,
     }
     report = build_report(by_config, meta, embed)

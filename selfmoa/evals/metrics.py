@@ -75,6 +75,7 @@ class MiniLMEmbedder:
         self.tokenizer.enable_truncation(max_length=self.max_tokens)
 
     def __call__(self, texts: list[str]) -> Any:
+        """Embeddings of `texts`: an array of shape (len(texts), 384), rows of unit length."""
         from threadpoolctl import threadpool_limits
 
         # One BLAS thread: OpenBLAS's threads spin while they wait, and beside any other busy
@@ -204,7 +205,8 @@ def diversity_method(embed: Embedder | None) -> dict[str, str] | None:
     """
     if embed is None:
         return None
-    return {"metric": VENDI_METRIC, "embeddings": getattr(embed, "name", None) or getattr(embed, "__name__", "custom")}
+    name = getattr(embed, "name", None) or getattr(embed, "__name__", None) or "custom"
+    return {"metric": VENDI_METRIC, "embeddings": str(name)}
 
 
 def vendi(embeddings: Any) -> float:

@@ -6,9 +6,8 @@ import json
 import platform
 import re
 from pathlib import Path
-from typing import Any
-
 from statistics import mean
+from typing import Any
 
 from selfmoa.evals.metrics import Embedder, diversity_method, fit_quality_diversity, summarize
 from selfmoa.evals.stats import mcnemar_exact, wilson

