@@ -1,11 +1,18 @@
-"""P3 batch: 500 prompts x Self-MoA(6) with 100 ms calls under one cap of 64 calls in flight.
+"""P3 batch: 500 prompts x Self-MoA(6) under one cap of 64 calls in flight, at 100 ms and at 1 s per call.
 
 All 500 graph runs share one `selfmoa.CallLimiter(64)`, so at most 64 model calls are in
 flight at any time across all of them (as against an endpoint's rate limit). The ideal
-throughput is 64 calls per 100 ms: 500 x 7 calls take at least 3500 x 0.1 / 64 s.
-Target: >= 90 % of the ideal throughput, and the cap never exceeded.
+throughput is 64 calls per latency: 500 x 7 calls take at least 3500 x latency / 64 s.
 
-Run: python -m benchmarks.p3_batch [--prompts 500] [--cap 64] [--latency 0.1]
+Targets (restated in issue 11, because a bare LangGraph graph itself reaches only 0.70-0.80
+of the ideal at 640 calls/s on 2 cores):
+- (a) at 100 ms per call: selfmoa's throughput >= 0.90 of a bare LangGraph graph of the same
+  shape (P2's: `Send` fan-out + one aggregate node, same fake model, same `CallLimiter`),
+  measured in the same run;
+- (b) at 1 s per call, where hosted models sit: >= 0.95 of the ideal throughput;
+and the cap never exceeded.
+
+Run: python -m benchmarks.p3_batch [--prompts 500] [--cap 64] [--latency 0.1] [--slow-latency 1.0]
 """
 
 from __future__ import annotations
@@ -75,44 +82,51 @@ def processes_ratio(prompts: int, cap: int, latency: float, processes: int) -> t
     return calls * latency / cap / wall, sum(peak for _, _, peak in results)
 
 
-async def main(prompts: int, cap: int, latency: float) -> list[int]:
-    floor = await cpu_floor(prompts)
-    bare = await bare_ratio(prompts, cap, latency)
+async def selfmoa_batch(prompts: int, cap: int, latency: float) -> tuple[float, float, int]:
+    """Wall time, ideal time and peak calls in flight of the batch on selfmoa's Self-MoA graph."""
     model = FakeChatModel(latency=latency)
-    limiter = CallLimiter(cap)
-    graph = create_self_moa(model, samples=K, limiter=limiter).compile()
-    inputs = questions(prompts)
+    graph = create_self_moa(model, samples=K, limiter=CallLimiter(cap)).compile()
     started = time.perf_counter()
-    results = await graph.abatch(inputs)
+    results = await graph.abatch(questions(prompts))
     wall = time.perf_counter() - started
     calls = len(model.calls)
     assert calls == prompts * (K + 1), calls
     assert all(r["answer"] for r in results)
-    ideal = calls * latency / cap
+    return wall, calls * latency / cap, model.peak_concurrency
+
+
+async def main(prompts: int, cap: int, latency: float, slow: float) -> list[int]:
+    floor = await cpu_floor(prompts)
+    bare = await bare_ratio(prompts, cap, latency)
+    wall, ideal, peak = await selfmoa_batch(prompts, cap, latency)
+    calls = prompts * (K + 1)
     print(
-        f"{prompts} prompts x Self-MoA({K}) = {calls} calls of {latency * 1000:g} ms, cap {cap} in flight: "
-        f"{wall:.2f}s, ideal {ideal:.2f}s; {calls / wall:.0f} calls/s of an ideal {cap / latency:.0f}; "
-        f"peak in flight {model.peak_concurrency}"
+        f"(a) {prompts} prompts x Self-MoA({K}) = {calls} calls of {latency * 1000:g} ms, cap {cap} in flight: "
+        f"{wall:.2f}s, ideal {ideal:.2f}s; {calls / wall:.0f} calls/s of an ideal {cap / latency:.0f} "
+        f"({ideal / wall:.3f} of the ideal); peak in flight {peak}"
     )
     print(
-        f"CPU floor: the same {prompts} runs with instant calls and no cap take {floor:.2f}s on one event loop "
-        f"({floor / prompts * 1000:.1f} ms of LangGraph + selfmoa + fake-model work per run); the wall time "
-        f"cannot go below max(ideal, CPU floor) = {max(ideal, floor):.2f}s"
+        f"    a bare LangGraph graph of the same shape in the same run: {bare:.3f} of the ideal; CPU floor of the "
+        f"{prompts} runs with instant calls: {floor:.2f}s ({floor / prompts * 1000:.1f} ms per run)"
     )
+    slow_wall, slow_ideal, slow_peak = await selfmoa_batch(prompts, cap, slow)
     print(
-        f"The same batch on a bare LangGraph graph of the same shape (Send fan-out + aggregate node, the same "
-        f"fake model and CallLimiter, no selfmoa): {bare:.3f} of the ideal, the ceiling of a LangGraph graph "
-        "on this machine's event loop"
+        f"(b) the same batch with calls of {slow:g} s: {slow_wall:.2f}s, ideal {slow_ideal:.2f}s; "
+        f"peak in flight {slow_peak}"
     )
-    split, peak = processes_ratio(prompts, cap, latency, 2)
+    split, split_peak = processes_ratio(prompts, cap, latency, 2)
     print(
-        f"Past one core: the same batch split over 2 processes, each with a CallLimiter({cap // 2}) (at most {peak} "
-        f"calls in flight in all): {split:.3f} of the ideal (informative; the target is for one shared limiter)"
+        f"Past one core (informative): the (a) batch split over 2 processes, each with a CallLimiter({cap // 2}) "
+        f"(at most {split_peak} calls in flight in all): {split:.3f} of the ideal"
     )
-    status = 0 if model.peak_concurrency <= cap else 1
+    status = 0 if max(peak, slow_peak) <= cap else 1
     if status:
-        print(f"P3: the cap was exceeded: {model.peak_concurrency} > {cap} calls in flight")
-    return [status, verdict("P3 throughput / ideal", ideal / wall, 0.90, at_most=False)]
+        print(f"P3: the cap was exceeded: {max(peak, slow_peak)} > {cap} calls in flight")
+    return [
+        status,
+        verdict("P3a throughput / bare LangGraph graph (100 ms)", ideal / wall / bare, 0.90, at_most=False),
+        verdict("P3b throughput / ideal (1 s)", slow_ideal / slow_wall, 0.95, at_most=False),
+    ]
 
 
 if __name__ == "__main__":
@@ -120,5 +134,6 @@ if __name__ == "__main__":
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--cap", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--slow-latency", type=float, default=1.0)
     args = parser.parse_args()
-    finish(asyncio.run(main(args.prompts, args.cap, args.latency)))
+    finish(asyncio.run(main(args.prompts, args.cap, args.latency, args.slow_latency)))

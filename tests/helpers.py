@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 
 from selfmoa.testing import FakeCall, FakeChatModel
@@ -47,3 +48,14 @@ def log_tail(path: Path, lines: int) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def server_tests():
+    """tests/test_server.py, the module pytest collected if it did (importing it a second time
+    would register its fake model provider again, bound to the new module's dicts)."""
+    for module in list(sys.modules.values()):
+        if str(getattr(module, "__file__", "") or "").endswith(str(Path("tests", "test_server.py"))):
+            return module
+    import test_server
+
+    return test_server

@@ -153,3 +153,23 @@ def test_no_messages_is_a_clear_error(payload):
     graph = create_self_moa(FakeChatModel(), samples=2).compile()
     with pytest.raises(InputError, match=r"input has no messages; invoke the graph with \{'messages'"):
         graph.invoke(payload)
+
+
+# --- more faults: failure rates on MoA and Self-MoA-Seq ------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.5])
+@pytest.mark.parametrize("method", ["moa", "seq"])
+def test_failure_rates_on_moa_and_seq_produce_answers_and_record_failures(rate, method):
+    proposer, aggregator = FakeChatModel(model="p", fail_rate=rate), FakeChatModel(model="agg")
+    if method == "moa":
+        graph = create_moa([[proposer] * 6] * 2, aggregator=aggregator, max_attempts=1)
+    else:
+        graph = create_self_moa_seq(proposer, samples=12, window=6, reserved=3, aggregator=aggregator, max_attempts=1)
+    result = graph.compile().invoke(ask())
+    failed = [p for p in result["proposals"] if p["error"]]
+    assert result["answer"]
+    assert all("FakeModelError" in p["error"] and p["text"] == "" for p in failed)
+    assert bool(failed) == (rate > 0), "injected failures are recorded, and only those"
+    steps = [i for a in result["aggregations"] for i in a["samples"]] if method == "seq" else []
+    assert not set(steps) & {p["sample"] for p in failed}, "failed samples are never aggregated"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from helpers import ask, by_role, system_text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from selfmoa import create_self_moa_seq, window_calls, window_schedule
 from selfmoa.testing import FakeChatModel
@@ -143,3 +145,21 @@ def test_keep_latest_needs_window_mode():
 
     with pytest.raises(SpecError, match="keep='latest' applies to window mode only"):
         create_from_spec({"layers": [[{"model": FakeChatModel()}]], "aggregator": {"keep": "latest"}})
+
+
+# --- the Self-MoA-Seq schedule, on real graph runs ---------------------------------------------
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(2, 7).flatmap(lambda w: st.tuples(st.integers(1, 25), st.just(w), st.integers(1, w - 1))))
+def test_seq_graph_sees_every_sample_in_exactly_one_step(args):
+    n, window, reserved = args
+    model = FakeChatModel()
+    result = create_self_moa_seq(model, samples=n, window=window, reserved=reserved).compile().invoke(ask())
+    seen = [i for step in result["aggregations"] for i in step["samples"]]
+    assert sorted(seen) == list(range(n)) and len(seen) == n
+    assert len(result["aggregations"]) == window_calls(n, window, reserved)
+    assert len(by_role(model, "aggregator")) == window_calls(n, window, reserved)
+    assert len(by_role(model, "proposer")) == n
+    for step in result["aggregations"][1:]:
+        assert step["reserved"] == reserved and 1 <= len(step["samples"]) <= window - reserved

@@ -186,7 +186,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         m = re.fullmatch(r"(self-moa|seq) k=(\d+) (synthesize|select|vote)", r["config"])
-        if m:
+        if m and not r.get("same_as"):  # seq with every sample in one window is self-moa: drawn once
             k = int(m.group(2))
             series.setdefault(f"{m.group(1)} {m.group(3)}", []).append((k, r["accuracy"]))
             if m.group(1) == "self-moa" and r.get("oracle") is not None:
@@ -201,6 +201,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         single = next((r for r in rows if r["config"] == "single"), None)
         if single:
             ax.axhline(single["accuracy"], color="grey", linestyle="--", label="single (greedy)")
+        ax.set_xticks(sorted({k for pts_k in series.values() for k, _ in pts_k}))
         ax.set_xlabel("samples k")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1.02)

@@ -1,0 +1,205 @@
+"""Bad input: one table of cases across the API, spec files, the CLI and the server, each
+answered with one actionable line; and the console command never shows a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import ask, server_tests
+
+from selfmoa import (
+    CallLimiter,
+    SpecError,
+    create_from_spec,
+    create_moa,
+    create_self_moa,
+    create_self_moa_seq,
+    register_model_provider,
+)
+from selfmoa.cli import main as cli_main
+from selfmoa.testing import FakeChatModel
+
+# --- bad input: one table across API, spec files, CLI and server ------------------------------
+
+register_model_provider("hardfake", lambda name, **kw: FakeChatModel(model=name or "hardfake"))
+FM = FakeChatModel()
+M = ["--model", "hardfake:x"]
+SEQ_GRAPH = create_self_moa_seq(FakeChatModel(), samples=6).compile()
+
+API = [
+    (lambda: create_self_moa(FM, samples="6"), "samples must be an integer of at least 1, got '6'"),
+    (lambda: create_self_moa(FM, samples=None), "samples must be an integer of at least 1, got None"),
+    (lambda: create_self_moa(FM, retry_delay=-1), "'retry_delay': Input should be greater than or equal to 0"),
+    (lambda: create_self_moa(FM, timeout=-5), "'timeout': Input should be greater than 0"),
+    (lambda: create_self_moa(FM, sampling="batch"), "'sampling': Input should be 'parallel' or 'n'"),
+    (lambda: create_self_moa(FM, aggregator_temperature=-1), "'aggregator.temperature'"),
+    (lambda: create_self_moa(FM, max_reference_chars=10), "'max_reference_chars': Input should be greater than"),
+    (lambda: create_self_moa(FM, limiter=64), "'limiter': Input should be an instance of CallLimiter"),
+    (lambda: create_self_moa(FM, min_proposals=0), "'min_proposals': Input should be greater than or equal to 1"),
+    (lambda: create_self_moa(FM, prompt="{references} and {0}"), "only the {references} placeholder"),
+    (lambda: create_self_moa(FM, prompt=""), "prompt must contain the {references} placeholder"),
+    (lambda: create_self_moa(""), "a model must be a model string like 'openai:gpt-4o-mini'"),
+    (lambda: create_self_moa(None), "'layers.0.proposers.0.model': a model must be a model string"),
+    (lambda: create_self_moa(FM, aggregator=3.5), "'aggregator.model': a model must be a model string"),
+    (lambda: create_self_moa(FM, seed="x"), "'seed': Input should be a valid integer"),
+    (lambda: create_self_moa(FM, temperature="hot"), "'temperature': Input should be a valid number"),
+    (lambda: create_self_moa_seq(FM, samples=10, window="6"), "window must be an integer of at least 2, got '6'"),
+    (lambda: create_self_moa_seq(FM, samples=10, review=True), "review works with one-shot aggregation only"),
+    (lambda: create_moa([["  "]], aggregator=FM), "got an empty string"),
+    (lambda: create_moa([[FM, 5]], aggregator=FM), "'layers.0.proposers.1.model': a model must be"),
+    (lambda: CallLimiter(0), "CallLimiter limit must be an integer of at least 1, got 0"),
+    (lambda: SEQ_GRAPH.invoke(ask(), context={"window": 1}), "run context {'window': 1}: invalid spec"),
+    (lambda: SEQ_GRAPH.invoke(ask(), context={"reserved": 9}), "reserved must be smaller than window"),
+    (lambda: SEQ_GRAPH.invoke(ask(), context={"model": ""}), "run context {'model': ''}"),
+    (lambda: SEQ_GRAPH.invoke({"question": "hi"}), "input has no messages; invoke the graph with"),
+]
+
+SPECS = [
+    ({"layers": [["a"]], "max_attempts": "two"}, "'max_attempts': Input should be a valid integer"),
+    ({"layers": [[{"samples": 2}]]}, "spec is missing the required key 'layers.0.proposers.0.model'"),
+    ({"layers": [["a"]], "aggregator": {"window": 1}}, "'aggregator.window': Input should be greater than"),
+    ({"layers": [["a"]], "aggregator": {"reserved": 0}}, "'aggregator.reserved': Input should be greater than"),
+    ({"layers": [["a"]], "aggregator": {"mode": "window"}, "review": True}, "remove aggregator.window or set review to false"),
+    ({"layers": [["a"]], "aggregator": {"modle": "a"}}, "unknown key 'aggregator.modle' in spec"),
+    ({"layers": [["a"]], "limiter": 5}, "'limiter': Input should be an instance of CallLimiter"),
+    ({"layers": [[{"model": "a", "temperature": -2}]]}, "'layers.0.proposers.0.temperature'"),
+    ({"layers": "a"}, "'layers': Input should be a valid list"),
+    ({"layers": [["a"]], "timeout": "soon"}, "'timeout': Input should be a valid number"),
+    ({"layers": [["a"]], "aggregator": {"model": ""}}, "'aggregator.model': a model must be a model string"),
+    (42, "spec must be a MoASpec, a dict or a path to a YAML/JSON file, got int"),
+    (("spec.json", '{"layers": [["a"]],}'), "is not valid json"),
+    (("spec.yaml", "layers:\n\t- [a]\n"), "is not valid YAML"),
+    (("spec.yaml", "layers: [[a]]\nsamples: 6\n"), "unknown key 'samples' in spec"),
+    (("spec.yml", "[a, b]"), "must hold a mapping with a 'layers' key, got list"),
+    (("spec.yaml", "layers: [[{model: a, samples: -1}]]"), "'layers.0.proposers.0.samples'"),
+    (("missing.yaml", None), "cannot read spec file"),
+]
+
+CLI = [
+    (["run", "--samples", "-1", *M, "Hi"], "argument --samples: must be an integer of at least 1, got '-1'"),
+    (["run", "--method", "seq", "--window", "1", *M, "Hi"], "argument --window: must be an integer of at least 2, got '1'"),
+    (["run", "--method", "seq", "--reserved", "0", *M, "Hi"], "argument --reserved: must be an integer of at least 1, got '0'"),
+    (["run", "--temperature", "-1", *M, "Hi"], "argument --temperature: must be a number of at least 0, got '-1'"),
+    (["run", "--timeout", "0", *M, "Hi"], "argument --timeout: must be a number above 0, got '0'"),
+    (["run", "--model", "", "Hi"], "a model must be a model string"),
+    # Either "needs LangChain's init_chat_model: pip install 'selfmoa[providers]'" or, with langchain
+    # installed, "cannot create model ...: Unable to infer model provider": both name the model.
+    (["run", "--aggregator", "nosuchprovider:m", *M, "Hi"], "model 'nosuchprovider:m'"),
+    (["run", "--spec", ("bad.yaml", "layers: [[\n"), "Hi"], "is not valid YAML"),
+    (["run", "--spec", ("unk.yaml", "layers: [[hardfake:x]]\nwindow: 3\n"), "Hi"], "unknown key 'window' in spec"),
+    (["run", "--spec", ("list.json", "[1, 2]"), "Hi"], "must hold a mapping with a 'layers' key, got list"),
+    (["run", "--model", "openai:m@http://127.0.0.1:9/v1?key_env=HARDENING_UNSET", "Hi"], "set the HARDENING_UNSET"),
+    (["serve", "--config", "/nonexistent/presets.yaml"], "cannot read config file"),
+    (["run", "--method", "moa", "--layers", "-2", *M, "Hi"], "argument --layers: must be an integer of at least 1, got '-2'"),
+    (["run", *M, ""], "the prompt is empty"),
+    (["run", "--method", "seq", "--window", "6", "--reserved", "6", *M, "Hi"], "0 < reserved < window"),
+]
+
+Q = [{"role": "user", "content": "q"}]
+SERVER = [
+    ({"model": "team", "messages": "hi"}, 400, "'messages': Input should be a valid list"),
+    ({"model": "team", "messages": []}, 400, "'messages': List should have at least 1 item"),
+    ({"model": "team", "messages": Q, "temperature": "hot"}, 400, "'temperature': Input should be a valid number"),
+    ({"model": "team", "messages": Q, "temperature": -1}, 400, "'temperature': Input should be greater than"),
+    ({"model": "team", "messages": Q, "max_tokens": 0}, 400, "'max_tokens': Input should be greater than"),
+    ({"messages": Q}, 400, "request is missing the required key 'model'"),
+    ({"model": 5, "messages": Q}, 400, "'model': Input should be a valid string"),
+    ({"model": "", "messages": Q}, 400, "'model': String should have at least 1 character"),
+    ({"model": "team", "messages": Q, "tools": [{"type": "function"}]}, 400, "tools are not supported"),
+    ({"model": "self-moa:nosuch:m", "messages": Q}, 404, "this server allows these models after '<preset>:'"),
+    ({"model": "self-moa:openai:g@http://10.0.0.1/v1", "messages": Q}, 404, "only as named presets"),
+    ({"model": "team", "messages": Q, "seed": "x"}, 400, "'seed': Input should be a valid integer"),
+    ({"model": "team", "messages": [{"content": "q"}]}, 400, "missing the required key 'messages.0.role'"),
+    ({"model": "team", "messages": ["hello"]}, 400, "'messages.0': Input should be a valid dictionary"),
+    ({"model": "team", "messages": Q, "n": 0}, 400, "'n': Input should be greater than or equal to 1"),
+    ({"model": "team", "messages": Q, "max_completion_tokens": -5}, 400, "'max_completion_tokens'"),
+    ({"model": "team", "messages": Q, "stream_options": {"include_usage": "maybe"}}, 400, "include_usage"),
+    (b"", 400, "request body is not valid JSON"),
+]
+
+TABLE = (
+    [pytest.param("api", case, message, id=f"api-{i}") for i, (case, message) in enumerate(API)]
+    + [pytest.param("spec", case, message, id=f"spec-{i}") for i, (case, message) in enumerate(SPECS)]
+    + [pytest.param("cli", case, message, id=f"cli-{i}") for i, (case, message) in enumerate(CLI)]
+    + [pytest.param("server", (body, st), message, id=f"server-{i}") for i, (body, st, message) in enumerate(SERVER)]
+)
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    server = server_tests()
+    CONFIG, load_config, running = server.CONFIG, server.load_config, server.running
+
+    path = tmp_path_factory.mktemp("hardening") / "presets.yaml"
+    path.write_text(CONFIG)
+    with running(load_config(path)) as url:
+        yield url
+
+
+def _file(tmp_path: Path, item):
+    if not isinstance(item, tuple):
+        return item
+    name, text = item
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(("kind", "case", "message"), TABLE)
+def test_bad_input_gets_one_actionable_line(kind, case, message, tmp_path, request):
+    if kind == "api":
+        with pytest.raises((SpecError, ValueError)) as err:
+            case()
+        text = str(err.value)
+    elif kind == "spec":
+        with pytest.raises(SpecError) as err:
+            create_from_spec(_file(tmp_path, case))
+        text = str(err.value)
+    elif kind == "cli":
+        argv = [str(_file(tmp_path, a)) for a in case]
+        out, err_stream = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err_stream):
+            assert cli_main(argv) == 2
+        assert err_stream.getvalue().startswith("selfmoa: error: ") and err_stream.getvalue().count("\n") == 1
+        text = err_stream.getvalue().rstrip("\n")
+    else:
+        body, status = case
+        url = request.getfixturevalue("server_url") + "/v1/chat/completions"
+        response = httpx.post(url, content=body, timeout=30) if isinstance(body, bytes) else httpx.post(
+            url, json=body, timeout=30
+        )
+        assert response.status_code == status
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        text = error["message"]
+    assert message in text
+    assert "\n" not in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--samples", "0", "--model", "openai:x", "Hi"], "--samples: must be an integer of at least 1, got '0'"),
+        (["run", "--max-tokens", "0", "Hi"], "--max-tokens: must be an integer of at least 1, got '0'"),
+        (["run", "--timeout", "0", "Hi"], "--timeout: must be a number above 0"),
+        (["serve", "--port", "-1"], "--port: must be a TCP port from 0 (any free port) to 65535, got '-1'"),
+        (["serve", "--port", "70000"], "--port: must be a TCP port from 0 (any free port) to 65535, got '70000'"),
+        (["eval", "--task", "gsm8k", "--limit", "0"], "--limit: must be an integer of at least 1"),
+        (["run", "--model", "openai:m@http://127.0.0.1:9/v1?key_env=HARDENING_UNSET", "Hi"], "HARDENING_UNSET"),
+        (["run", "--bogus", "Hi"], "unrecognized arguments: --bogus; see 'selfmoa --help'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_the_console_command_exits_2_without_a_traceback(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "selfmoa.cli", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, "one line, no usage block"
+    assert proc.stderr.startswith("selfmoa: error: ") and message in proc.stderr
+
+

@@ -1,0 +1,35 @@
+"""Lint and types: ruff and mypy over the whole project, as configured in pyproject.toml.
+
+Here rather than as separate CI steps so that the README's one test command runs them too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tool(name: str) -> list[str]:
+    if shutil.which(name, path=str(Path(sys.executable).parent)) is None and shutil.which(name) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; it is in the 'test' extra: pip install -e '.[test]'")
+        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+    return [sys.executable, "-m", name]
+
+
+def test_ruff_finds_nothing():
+    out = subprocess.run([*_tool("ruff"), "check", "--output-format", "concise", "."], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
+
+
+def test_mypy_finds_no_type_errors():
+    out = subprocess.run([*_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
