@@ -14,6 +14,8 @@ is being aggregated (Self-MoA-Seq, pipelined).
 
 from __future__ import annotations
 
+from typing import Any
+
 from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
@@ -27,8 +29,8 @@ from selfmoa.nodes import (
     CallPolicy,
     EnsembleContext,
     InputState,
-    ModelTable,
     MoAState,
+    ModelTable,
     OutputState,
     Proposal,
     ProposalsFailedError,
@@ -46,7 +48,7 @@ from selfmoa.nodes.models import context_tokens
 from selfmoa.nodes.state import Plan, PlanGroup, Settle, Synthesis, Tally, new_run
 
 
-def build_graph(spec: MoASpec) -> StateGraph:
+def build_graph(spec: MoASpec) -> StateGraph[Any, Any, Any, Any]:
     """Build the uncompiled graph of an ensemble spec.
 
     Args:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from typing_extensions import TypedDict
@@ -57,7 +57,7 @@ class RunOptions(TypedDict, total=False):
 
 
 def make_spec(
-    factory: str, layers: list, aggregator: dict, temperature: float | None, seed: int | None, options: dict[str, Any]
+    factory: str, layers: list, aggregator: dict, temperature: float | None, seed: int | None, options: Mapping[str, Any]
 ) -> MoASpec:
     """Validate a factory's arguments into a `MoASpec`, with errors that name the factory."""
     unknown = sorted(set(options) - set(RunOptions.__annotations__))

@@ -22,8 +22,8 @@ A YAML spec::
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel

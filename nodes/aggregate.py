@@ -59,7 +59,10 @@ class _Call:
         self.mode, self.answer_of, self.step = mode, answer_of, step
         self.responses, self.sources = list(responses), list(sources)
         self.model = models.get(model) if mode != "vote" else None
-        trimmed, self.warning = trim_references(responses, names, max_chars) if mode != "vote" else (responses, None)
+        self.warning: str | None = None
+        trimmed = list(responses)
+        if mode != "vote":  # a vote reads no prompt: nothing to trim
+            trimmed, self.warning = trim_references(responses, names, max_chars)
         self.messages = with_references(conversation, trimmed, SELECT_PROMPT if mode == "select" else prompt)
         # Only a synthesis streams: a select reply is a number, not the answer.
         self.config = call_config(config, role="aggregator", final=final and mode == "synthesize", model=model, step=step)
@@ -149,11 +152,11 @@ class _Call:
             samples=[],
             reserved=0,
             text=text,
-            usage=dict(self.usage),  # type: ignore[typeddict-item]
+            usage=self.usage.copy(),
             latency=round(time.perf_counter() - self.started, 6),
             mode=self.mode,  # type: ignore[typeddict-item]
-            **extra,
         )
+        record.update(extra)  # type: ignore[typeddict-item]  # chosen, votes
         warnings = [f"aggregation step {self.step}: {w}" for w in (self.warning, warning) if w]
         updates: dict[str, Any] = {"aggregations": [record]}
         if self.usage["calls"]:

@@ -9,7 +9,7 @@ in Python any callable `str -> str | None` works too.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 
 AnswerOf = Callable[[str], "str | None"]
@@ -106,7 +106,7 @@ def answer_extractor(answer_of: str | AnswerOf | None, default: AnswerOf = norma
     )
 
 
-def vote(texts: list[str | None], answer_of: AnswerOf) -> tuple[int | None, dict[str, int]]:
+def vote(texts: Sequence[str | None], answer_of: AnswerOf) -> tuple[int | None, dict[str, int]]:
     """Majority vote over the answers of `texts` (None marks a failed sample).
 
     Returns the index of the first text whose answer won (ties go to the answer seen

@@ -287,7 +287,7 @@ def loopback_http_clients(chat_openai: type) -> dict[str, Any]:
         "http_client": openai.DefaultHttpxClient(trust_env=False),
         "http_async_client": openai.DefaultAsyncHttpxClient(limits=no_keepalive, trust_env=False),
     }
-    if "http_socket_options" in chat_openai.model_fields:
+    if "http_socket_options" in getattr(chat_openai, "model_fields", {}):
         # The clients above are used as given; this only silences langchain-openai's
         # warning that proxies from the environment are bypassed.
         options["http_socket_options"] = ()
@@ -378,7 +378,7 @@ class ModelTable:
 
 def _remember_model_secrets(model: BaseChatModel) -> None:
     # A client made by the caller (ChatOpenAI(api_key=...)) holds its key as a SecretStr field.
-    for name in type(model).model_fields:
+    for name in getattr(type(model), "model_fields", {}):
         value = getattr(model, name, None)
         if isinstance(value, SecretStr):
             remember_secret(value)
@@ -504,7 +504,7 @@ class CallPolicy:
             return await call()
         try:
             return await asyncio.wait_for(call(), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
 
     def run(self, call: Callable[[], T]) -> T:

@@ -42,7 +42,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
     """
 
     def prepare(task: ProposeTask, config: RunnableConfig, offset: int) -> tuple[BaseChatModel, list, RunnableConfig]:
-        messages = task["messages"]
+        messages: list[Any] = list(task["messages"])
         if task["references"]:
             messages = with_references(messages, task["references"], task["prompt"])
         sample = task["sample"] + offset
@@ -86,10 +86,10 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
         return record(task, offset, started, message)
 
     def split(task: ProposeTask, started: float, result: LLMResult) -> tuple[list[Proposal], list[str]]:
-        messages = [g.message for g in result.generations[0][: task["n"]]]  # type: ignore[attr-defined]
+        messages = [getattr(g, "message") for g in result.generations[0][: task["n"]]]  # noqa: B009 - chat generations
         proposals = [record(task, j, started, m) for j, m in enumerate(messages)]
         usage = usage_of(messages[0]) if messages else zero_tokens()
-        for p, share in zip(proposals, _shares(usage, len(proposals))):
+        for p, share in zip(proposals, _shares(usage, len(proposals)), strict=True):
             p["usage"] = share
         warnings, wanted = [], task["n"]
         if len(messages) < wanted:
@@ -131,6 +131,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
         if task["n"] == 1:
             return _updates(task, [propose_one(task, config)])
         started, model, messages, n_kwargs = start_n(task, config)
+        outcome: LLMResult | Exception
         try:
             outcome = policy.run(lambda: model.generate([messages], **n_kwargs))
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the quorum in collect
@@ -147,6 +148,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
             return _updates(task, [await apropose_one(task, config)])
         await models.aget(task["model"])
         started, model, messages, n_kwargs = start_n(task, config)
+        outcome: LLMResult | Exception
         try:
             outcome = await policy.arun(lambda: model.agenerate([messages], **n_kwargs))
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the quorum in collect

@@ -405,7 +405,7 @@ class _Failures:
 
     def __init__(self, progress: TextIO | None):
         self.progress, self.total = progress, 0
-        self.failed: list[dict] = []
+        self.failed: list[Any] = []
         self.note: str | None = None
 
     def add(self, proposal: dict) -> None:
