@@ -278,3 +278,18 @@ def test_cli_writes_table_json_and_plots(tmp_path, capsys):
 def test_cli_rejects_an_unknown_task(capsys):
     assert main(["eval", "--task", "nope", "--out", "/nonexistent"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_seq_with_patience_is_a_configuration_on_the_same_samples(tmp_path):
+    settings = EvalSettings(task="hellaswag", methods=["seq"], models=["evalfake:a"], limit=2, samples=12,
+                            aggregations=["synthesize"], patience=1)
+    by_config = run_eval(settings, tmp_path, progress=False)
+    fixed, early = by_config["seq k=12 synthesize"], by_config["seq k=12 synthesize patience=1"]
+    # 12 samples through a window of 4 (2 reserved): 5 steps and 17 calls; the fake aggregator's
+    # answer never changes, so with patience 1 the run stops after 2 steps, with the third batch
+    # (samples 6-7) drawn alongside the second step: 8 samples + 2 steps.
+    assert [r["usage"]["calls"] for r in fixed] == [17, 17] and [r["stopped"] for r in fixed] == ["samples"] * 2
+    assert [r["usage"]["calls"] for r in early] == [10, 10] and [r["stopped"] for r in early] == ["settled"] * 2
+    assert [r["correct"] for r in early] == [r["correct"] for r in fixed]
+    assert [p["text"] for p in early[0]["proposals"]] == [p["text"] for p in fixed[0]["proposals"]][:8]
+    assert _calls() == 2 * (12 + 5 + 2)  # one draw of 12 per item, then the two aggregations' window calls

@@ -73,7 +73,7 @@ class Config:
         if window is not None:  # a window that holds every sample is one-shot aggregation
             comp.update(window=window, reserved=self.reserved)
             if self.patience is not None:
-                comp["patience"] = self.patience
+                comp.update(patience=self.patience, settled_by="task answer")
         return comp
 
     def key(self, settings: dict[str, Any]) -> str:
@@ -277,8 +277,8 @@ def aggregate_unit(task: Task, item: Item, config: Config, draws: dict[str, list
             aggregator["model"] = models[config.aggregator or config.proposers[0][0]]
         if config.window is not None and config.samples > config.window:
             aggregator.update(window=config.window, reserved=config.reserved)
-            if config.patience is not None:
-                aggregator["patience"] = config.patience
+            if config.patience is not None:  # "the same answer" as the task reads answers
+                aggregator.update(patience=config.patience, answer_of=getattr(task, "answer_of", None))
         spec = {"layers": [layers], "aggregator": aggregator, "temperature": s.temperature, "seed": s.seed}
         try:
             result = create_from_spec(spec).compile().invoke({"messages": [("user", item.prompt)]})
