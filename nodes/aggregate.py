@@ -24,7 +24,7 @@ from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_referen
 from selfmoa.nodes.errors import AggregationError
 from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, text_of, usage_of
 from selfmoa.nodes.state import Aggregation, MoAState, Synthesis, TokenUsage, WindowTask, usage_delta, zero_tokens
-from selfmoa.prompts import SELECT_PROMPT, SELECT_RETRY, parse_choice
+from selfmoa.prompts import SELECT_ASK, SELECT_PROMPT, SELECT_RETRY, parse_choice
 
 # A mode's steps: a generator that yields the messages of each model call it needs, is
 # sent each reply, and returns (index of the chosen candidate or None, text, extra record
@@ -64,6 +64,8 @@ class _Call:
         if mode != "vote":  # a vote reads no prompt: nothing to trim
             trimmed, self.warning = trim_references(responses, names, max_chars)
         self.messages = with_references(conversation, trimmed, SELECT_PROMPT if mode == "select" else prompt)
+        if mode == "select":  # asked last, so that the model chooses rather than answers the question
+            self.messages.append(HumanMessage(SELECT_ASK.format(count=len(self.responses))))
         # Only a synthesis streams: a select reply is a number, not the answer.
         self.config = call_config(config, role="aggregator", final=final and mode == "synthesize", model=model, step=step)
         self.kwargs = sampling_kwargs(temperature, seed)

@@ -5,6 +5,6 @@ reviewed and overridden in one place.
 """
 
 from selfmoa.prompts.aggregate import AGGREGATE_PROMPT, format_references
-from selfmoa.prompts.select import SELECT_PROMPT, SELECT_RETRY, parse_choice
+from selfmoa.prompts.select import SELECT_ASK, SELECT_PROMPT, SELECT_RETRY, parse_choice
 
-__all__ = ["AGGREGATE_PROMPT", "SELECT_PROMPT", "SELECT_RETRY", "format_references", "parse_choice"]
+__all__ = ["AGGREGATE_PROMPT", "SELECT_ASK", "SELECT_PROMPT", "SELECT_RETRY", "format_references", "parse_choice"]

@@ -26,6 +26,20 @@ Placeholders:
     references: the numbered candidate responses, as produced by `format_references`.
 """
 
+SELECT_ASK = """\
+Which of the {count} candidate responses above agrees most with the others? Reply with only \
+"Response N", where N is its number."""
+"""The closing user message of a select call, after the conversation.
+
+Small models answer the conversation's last user message rather than a system prompt:
+asked a question last, Qwen2.5-Coder-0.5B answered it instead of choosing, on 3 of 3
+calibration items (reasoning-gym seed 7, not the reported items); with this message last,
+it named a candidate on 8 of 8.
+
+Placeholders:
+    count: how many candidate responses there are.
+"""
+
 _CHOICE = re.compile(r"(?:response|candidate|answer|option|#)\s*[:#]?\s*\[?(\d+)", re.IGNORECASE)
 
 

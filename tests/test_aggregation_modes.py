@@ -40,6 +40,9 @@ def test_select_returns_the_chosen_candidate_verbatim_with_its_call_counted():
     assert result["usage"]["total"]["calls"] == 4 and record["usage"]["calls"] == 1
     aggregator_call = [c for c in model.calls if c.role == "aggregator"][0]
     assert '"Response N"' in aggregator_call.prompt and "[Response 3]\nAnswer: 40" in aggregator_call.prompt
+    # The choice is asked for last: small models answer the last user message, not the system prompt.
+    assert aggregator_call.messages[-1].type == "human"
+    assert aggregator_call.messages[-1].content.startswith("Which of the 3 candidate responses above")
     assert not result["warnings"]
 
 

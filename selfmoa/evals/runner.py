@@ -32,6 +32,7 @@ from selfmoa.evals.replay import ReplayChatModel
 from selfmoa.evals.tasks import Item, Task
 from selfmoa.graphs import create_from_spec, create_self_moa
 from selfmoa.nodes import create_model
+from selfmoa.prompts import SELECT_ASK, SELECT_PROMPT
 
 METHODS = ("single", "self-moa", "moa", "seq")
 AGGREGATIONS = ("synthesize", "select", "vote")
@@ -70,6 +71,8 @@ class Config:
         window = self.window if self.window is not None and self.samples > self.window else None
         comp = {"method": "ensemble", "proposers": list(self.proposers), "mode": self.aggregate,
                 "aggregator": None if self.aggregate == "vote" else self.aggregator, **settings}
+        if self.aggregate == "select":  # its prompts changed once; records made with others are not reused
+            comp["select_prompts"] = hashlib.sha256((SELECT_PROMPT + SELECT_ASK).encode()).hexdigest()[:8]
         if window is not None:  # a window that holds every sample is one-shot aggregation
             comp.update(window=window, reserved=self.reserved)
             if self.patience is not None:
