@@ -9,7 +9,7 @@ from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
 from selfmoa.graphs.options import RunOptions, check_count, make_spec
-from selfmoa.graphs.schedule import validate_window
+from selfmoa.nodes.schedule import validate_window
 from selfmoa.nodes import ModelLike, SpecError
 
 

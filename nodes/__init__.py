@@ -1,6 +1,6 @@
 """Nodes, state and model plumbing of the selfmoa graphs."""
 
-from selfmoa.nodes.aggregate import make_aggregate, make_aggregate_window
+from selfmoa.nodes.aggregate import make_aggregate
 from selfmoa.nodes.errors import (
     AggregationError,
     InputError,
@@ -21,6 +21,7 @@ from selfmoa.nodes.models import (
 from selfmoa.nodes.propose import make_propose
 from selfmoa.nodes.review import apply_review, review
 from selfmoa.nodes.state import (
+    AggregateTask,
     Aggregation,
     EnsembleContext,
     InputState,
@@ -30,10 +31,10 @@ from selfmoa.nodes.state import (
     ProposeTask,
     TokenUsage,
     UsageSummary,
-    WindowTask,
 )
 
 __all__ = [
+    "AggregateTask",
     "Aggregation",
     "AggregationError",
     "CallLimiter",
@@ -53,11 +54,9 @@ __all__ = [
     "SpecError",
     "TokenUsage",
     "UsageSummary",
-    "WindowTask",
     "apply_review",
     "create_model",
     "make_aggregate",
-    "make_aggregate_window",
     "make_propose",
     "register_model_provider",
     "resolve_model",

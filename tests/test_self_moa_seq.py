@@ -77,7 +77,7 @@ def test_window_events_and_only_the_last_window_streams():
     for mode, part in graph.stream(ask(), stream_mode=["custom", "messages"]):
         (events if mode == "custom" else tokens).append(part)
     assert [e["batch"] for e in events if e["selfmoa"] == "window"] == [0, 1, 2]
-    streamed = "".join(m.content for m, meta in tokens if meta["langgraph_node"] == "aggregate_window")
+    streamed = "".join(m.content for m, meta in tokens if meta["langgraph_node"] == "aggregate")
     last = sorted(by_role(model, "aggregator"), key=lambda c: c.metadata["selfmoa_step"])[-1]
     assert streamed == last.replies[0]
 
@@ -106,7 +106,7 @@ def test_keep_latest_gives_the_same_run_with_bounded_records():
     streamed, steps = [], []
     for update in graph.stream(ask(), stream_mode="updates"):
         streamed += (update.get("propose") or {}).get("proposals", [])
-        steps += (update.get("aggregate_window") or {}).get("aggregations", [])
+        steps += (update.get("aggregate") or {}).get("aggregations", [])
     assert sorted(p["sample"] for p in streamed) == list(range(20))
     assert timeless(steps) == timeless(full["aggregations"])
 
