@@ -8,7 +8,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
-from selfmoa.graphs.spec import MoASpec, parse_spec
+from selfmoa.graphs.spec import MoASpec, map_models, parse_spec
 from selfmoa.nodes import EnsembleContext, ModelTable, SpecError
 from selfmoa.nodes.state import Plan, PlanAggregator, PlanProposer
 
@@ -27,25 +27,22 @@ def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
         >>> [(p["model"], p["samples"], p["seed"]) for p in plan["layers"][0]], plan["aggregator"]["model"]
         ([('openai:m', 2, 5), ('openai:n', 1, 7)], 'openai:m')
     """
+    with _TABLE_LOCK:
+        labelled = map_models(spec, models.add)
     layers: list[list[PlanProposer]] = []
     offset = 0
-    with _TABLE_LOCK:
-        for layer in spec.layers:
-            proposers = []
-            for p in layer.proposers:
-                temperature = spec.temperature if p.temperature is None else p.temperature
-                seed = None if spec.seed is None else spec.seed + offset
-                proposers.append(
-                    PlanProposer(model=models.add(p.model), samples=p.samples, temperature=temperature, seed=seed)
-                )
-                offset += p.samples
-            layers.append(proposers)
-        aggregator = spec.aggregator
-        model = models.add(aggregator.model or spec.layers[-1].proposers[0].model)
+    for layer in labelled.layers:
+        layers.append([])
+        for p in layer.proposers:
+            temperature = spec.temperature if p.temperature is None else p.temperature
+            seed = None if spec.seed is None else spec.seed + offset
+            layers[-1].append(PlanProposer(model=p.model, samples=p.samples, temperature=temperature, seed=seed))
+            offset += p.samples
+    aggregator = labelled.aggregator
     return Plan(
         layers=layers,
         aggregator=PlanAggregator(
-            model=model,
+            model=aggregator.model or layers[-1][0]["model"],
             mode=aggregator.mode,
             window=aggregator.window,
             reserved=aggregator.reserved,

@@ -6,7 +6,7 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.graphs.options import RunOptions, check_count, make_spec
+from selfmoa.graphs.options import RunOptions, make_spec
 from selfmoa.nodes import ModelLike
 
 
@@ -46,7 +46,6 @@ def create_self_moa(
         >>> len(result["proposals"]), result["usage"]["total"]["calls"]
         (4, 5)
     """
-    check_count("create_self_moa", "samples", samples)
     layers = [[{"model": model, "samples": samples}]]
     spec = make_spec("create_self_moa", layers, {"model": aggregator}, temperature, seed, options)
     return build_graph(spec)

@@ -8,9 +8,8 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.graphs.options import RunOptions, check_count, make_spec
-from selfmoa.nodes.schedule import validate_window
-from selfmoa.nodes import ModelLike, SpecError
+from selfmoa.graphs.options import RunOptions, make_spec
+from selfmoa.nodes import ModelLike
 
 
 def create_self_moa_seq(
@@ -64,13 +63,6 @@ def create_self_moa_seq(
         >>> [a["samples"] for a in graph.invoke({"messages": "Hi"})["aggregations"]]
         [[0, 1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11]]
     """
-    check_count("create_self_moa_seq", "samples", samples)
-    check_count("create_self_moa_seq", "window", window, 2)
-    check_count("create_self_moa_seq", "reserved", reserved)
-    try:
-        validate_window(window, reserved)
-    except ValueError as exc:
-        raise SpecError(f"create_self_moa_seq(): {exc}") from None
     layers = [[{"model": model, "samples": samples}]]
     agg = {"model": aggregator, "window": window, "reserved": reserved, "keep": keep, "patience": patience}
     spec = make_spec("create_self_moa_seq", layers, agg, temperature, seed, options)

@@ -27,9 +27,8 @@ def window_schedule(samples: int, window: int, reserved: int) -> list[range]:
         >>> [list(r) for r in window_schedule(10, 6, 3)]
         [[0, 1, 2, 3, 4, 5], [6, 7, 8], [9]]
     """
-    validate_window(window, reserved)
-    if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+    if samples < 1 or not 0 < reserved < window:  # `AggregatorSpec` says how to fix a spec; this guards the loop
+        raise ValueError(f"window_schedule needs samples >= 1 and 0 < reserved < window, got {samples, window, reserved}")
     steps = [range(0, min(samples, window))]
     while steps[-1].stop < samples:
         start = steps[-1].stop
@@ -45,12 +44,3 @@ def window_calls(samples: int, window: int, reserved: int) -> int:
         9
     """
     return 1 + math.ceil(max(0, samples - window) / (window - reserved))
-
-
-def validate_window(window: int, reserved: int) -> None:
-    """Raise ValueError unless 0 < reserved < window."""
-    if not 0 < reserved < window:
-        raise ValueError(
-            f"sliding window needs 0 < reserved < window, got window={window}, reserved={reserved}; "
-            "e.g. window=6, reserved=3 as in the paper"
-        )
