@@ -99,12 +99,19 @@ def collect(state: MoAState, *, setup: Setup) -> dict:
     """The barrier after each superstep: take in the proposals just made, go on or finish."""
     plan, layer = state["plan"], state.get("layer", 0)
     pending = sorted(state.get("pending", []), key=lambda p: (p["sample"], p["model"]))
+    if plan["sampling"] == "n":
+        missing = _missing(plan, layer, state.get("batch", 0), pending)
+        if missing:  # an n-request returned fewer choices: `route` draws the rest, one task each
+            return {"missing": missing}
     ok = [p for p in pending if p["error"] is None]
     update: dict = {
         "pending": Overwrite([]),
         "references": [p["text"] for p in ok],
         "reference_ids": [p["sample"] for p in ok],
     }
+    if state.get("missing"):  # the samples drawn late go back to their place in the records
+        update["missing"] = []
+        update["proposals"] = Overwrite(sorted(state["proposals"], key=lambda p: (p["layer"], p["sample"])))
     if plan["aggregator"]["keep"] == "latest":
         # The nodes append their records (so "updates" streams show each one as a list);
         # with keep="latest" only the latest batch and window step stay in the state.
@@ -168,8 +175,9 @@ def route(state: MoAState, *, review: bool = False) -> list[Send] | str:
     if state.get("answer"):
         return END
     plan, layer, batch = state["plan"], state.get("layer", 0), state.get("batch", 0)
-    last = layer == len(plan["layers"]) - 1
-    batches = _batches(plan) if last else [range(_size(plan["layers"][layer]))]
+    if state.get("missing"):
+        return [send for i in state["missing"] for send in _proposals(state, plan, layer, range(i, i + 1))]
+    batches = _layer_batches(plan, layer)
     if batch == 0:
         return _proposals(state, plan, layer, batches[0])
     if review:
@@ -207,6 +215,18 @@ def _aggregate(state: MoAState, plan: Plan, batch: int, batches: int) -> Send:
         final=batch == batches,
     )
     return Send("aggregate", task)
+
+
+def _missing(plan: Plan, layer: int, batch: int, pending: list[Proposal]) -> list[int]:
+    """Samples of the batch in flight that no proposal answers yet."""
+    batches = _layer_batches(plan, layer)
+    got = {p["sample"] for p in pending}
+    return [i for i in batches[batch] if i not in got] if batch < len(batches) else []
+
+
+def _layer_batches(plan: Plan, layer: int) -> list[range]:
+    """Sample indices of a layer, per batch: the last layer's may slide through a window."""
+    return _batches(plan) if layer == len(plan["layers"]) - 1 else [range(_size(plan["layers"][layer]))]
 
 
 def _batches(plan: Plan) -> list[range]:

@@ -298,6 +298,8 @@ class MoAState(OutputState):
     """Batches of the last layer drawn so far (one-shot aggregation: one batch of every sample)."""
     pending: NotRequired[Annotated[list[Proposal], operator.add]]
     """Results of the proposals in flight; moved to `references` by `collect`."""
+    missing: NotRequired[list[int]]
+    """Samples an n-choice request did not return (`sampling="n"`), drawn next one task each."""
     references: NotRequired[list[str]]
     """Texts of the successful proposals just collected, seen by the next layer or the aggregator."""
     reference_ids: NotRequired[list[int]]
@@ -319,6 +321,7 @@ def new_run() -> dict[str, Any]:
         "usage": Overwrite(empty_usage()),
         "warnings": Overwrite([]),
         "pending": Overwrite([]),
+        "missing": [],
         "references": [],
         "reference_ids": [],
         "synthesis": None,

@@ -143,3 +143,13 @@ def test_keep_latest_needs_window_mode():
 
     with pytest.raises(SpecError, match="keep='latest' applies to window mode only"):
         create_from_spec({"layers": [[{"model": FakeChatModel()}]], "aggregator": {"keep": "latest"}})
+
+
+def test_n_sampling_short_of_choices_fills_each_window_before_aggregating_it():
+    model = FakeChatModel(max_n=2)
+    graph = create_self_moa_seq(model, samples=7, window=4, reserved=2, sampling="n", seed=1).compile()
+    out = graph.invoke(ask())
+    assert [p["sample"] for p in out["proposals"]] == list(range(7))
+    assert len({p["text"] for p in out["proposals"]}) == 7, "no padded copies"
+    assert [a["samples"] for a in out["aggregations"]] == [[0, 1, 2, 3], [4, 5], [6]]
+    assert sum("returned 2 of 4 choices" in w for w in out["warnings"]) == 1
