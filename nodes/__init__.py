@@ -15,8 +15,10 @@ from selfmoa.nodes.models import (
     ModelLike,
     ModelTable,
     create_model,
+    model_providers,
     register_model_provider,
     resolve_model,
+    unregister_model_provider,
 )
 from selfmoa.nodes.propose import make_propose
 from selfmoa.nodes.review import apply_review, review
@@ -58,7 +60,9 @@ __all__ = [
     "create_model",
     "make_aggregate",
     "make_propose",
+    "model_providers",
     "register_model_provider",
     "resolve_model",
     "review",
+    "unregister_model_provider",
 ]

@@ -42,10 +42,13 @@ from selfmoa.nodes import (
     TokenUsage,
     UsageSummary,
     create_model,
+    model_providers,
     register_model_provider,
     resolve_model,
+    unregister_model_provider,
 )
 from selfmoa.chat_model import MoAChatModel
+from selfmoa.endpoints import check_openai_model, openai_model
 from selfmoa.prompts import AGGREGATE_PROMPT
 
 __version__ = "0.1.0"
@@ -60,6 +63,7 @@ def _local_provider(name: str, **kwargs):
 
 
 register_model_provider("local", _local_provider)
+register_model_provider("openai", openai_model, check=check_openai_model)
 
 __all__ = [
     "AGGREGATE_PROMPT",
@@ -89,8 +93,10 @@ __all__ = [
     "create_moa",
     "create_self_moa",
     "create_self_moa_seq",
+    "model_providers",
     "register_model_provider",
     "resolve_model",
+    "unregister_model_provider",
     "window_calls",
     "window_schedule",
 ]

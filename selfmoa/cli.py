@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, SelfMoAError) or type(exc).__name__ == "LocalModelError":
+    if isinstance(exc, SelfMoAError):
         return redact(" ".join(str(exc).split()))
     return describe_error(exc)
 

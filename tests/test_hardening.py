@@ -34,7 +34,7 @@ from selfmoa import (
     create_moa,
     create_self_moa,
     create_self_moa_seq,
-    register_model_provider,
+    model_providers,
     window_calls,
 )
 from selfmoa.cli import main as cli_main
@@ -226,7 +226,12 @@ def test_seq_graph_sees_every_sample_in_exactly_one_step(args):
 
 # --- bad input: one table across API, spec files, CLI and server ------------------------------
 
-register_model_provider("hardfake", lambda name, **kw: FakeChatModel(model=name or "hardfake"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _hardfake_provider():
+    with model_providers({"hardfake": lambda name, **kw: FakeChatModel(model=name or "hardfake")}):
+        yield
 FM = FakeChatModel()
 M = ["--model", "hardfake:x"]
 SEQ_GRAPH = create_self_moa_seq(FakeChatModel(), samples=6).compile()
