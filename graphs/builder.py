@@ -19,7 +19,7 @@ from langgraph.graph import END, START, StateGraph
 
 from selfmoa.graphs.plan import apply_context, make_plan
 from selfmoa.graphs.spec import MoASpec
-from selfmoa.nodes import CallPolicy, EnsembleContext, InputState, ModelTable, MoAState, OutputState, review
+from selfmoa.nodes import CallPolicy, EnsembleContext, InputState, MoAState, ModelTable, OutputState, review
 from selfmoa.nodes.aggregate import make_aggregate
 from selfmoa.nodes.answers import answer_extractor
 from selfmoa.nodes.calls import node

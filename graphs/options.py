@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Literal
 
 from pydantic import ValidationError
 from typing_extensions import TypedDict
@@ -58,7 +58,12 @@ class RunOptions(TypedDict, total=False):
 
 
 def make_spec(
-    factory: str, layers: list, aggregator: dict, temperature: float | None, seed: int | None, options: dict[str, Any]
+    factory: str,
+    layers: list,
+    aggregator: dict,
+    temperature: float | None,
+    seed: int | None,
+    options: Mapping[str, object],
 ) -> MoASpec:
     """Validate a factory's arguments into a `MoASpec`, with errors that name the factory.
 

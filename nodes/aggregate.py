@@ -49,7 +49,10 @@ class _Call:
         voting = self.mode == "vote"
         self.model = None if voting else models.get(self.label)
         limit = task["max_reference_chars"]
-        trimmed, self.warning = (self.responses, None) if voting else trim_references(self.responses, names, limit)
+        self.warning: str | None = None
+        trimmed = self.responses
+        if not voting:
+            trimmed, self.warning = trim_references(self.responses, names, limit)
         self.messages = with_references(task["messages"], trimmed, SELECT_PROMPT if self.mode == "select" else task["prompt"])
         # Only a synthesis streams: a select reply is a number, not the answer.
         final = task["final"] and self.mode == "synthesize"

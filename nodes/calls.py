@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage
-from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.constants import TAG_NOSTREAM
 
 try:  # LangGraph's own node wrapper: inspects the function once, not on every call
@@ -58,7 +57,7 @@ def trim_references(
         return list(references), None
     cap = _fair_cap([len(r) for r in references], max_chars)
     out, cuts = [], []
-    for name, ref in zip(names, references):
+    for name, ref in zip(names, references, strict=True):
         if len(ref) <= cap:
             out.append(ref)
             continue

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage, SystemMessage
+
 from selfmoa.nodes.errors import InputError
 
 CHARS_PER_TOKEN = 4

@@ -474,7 +474,7 @@ class CallPolicy:
             return await call()
         try:
             return await asyncio.wait_for(call(), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
 
     def run(self, call: Callable[[], T]) -> T:

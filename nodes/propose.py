@@ -7,7 +7,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import LLMResult
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, with_references
@@ -112,10 +112,10 @@ def _record(task: ProposeTask, offset: int, started: float, message: Any = None,
 
 
 def _split(task: ProposeTask, started: float, result: LLMResult) -> tuple[list[Proposal], list[str]]:
-    messages = [g.message for g in result.generations[0][: task["n"]]]  # type: ignore[attr-defined]
+    messages = [g.message for g in result.generations[0][: task["n"]] if isinstance(g, ChatGeneration)]
     proposals = [_record(task, j, started, m) for j, m in enumerate(messages)]
     usage = usage_of(messages[0]) if messages else zero_tokens()
-    for p, share in zip(proposals, _shares(usage, len(proposals))):
+    for p, share in zip(proposals, _shares(usage, len(proposals)), strict=True):
         p["usage"] = share
     warnings, wanted = [], task["n"]
     if len(messages) < wanted:

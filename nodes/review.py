@@ -40,7 +40,7 @@ def review(state: MoAState) -> dict:
     """
     proposals = [
         {"sample": i, "model": _model_of(state, i), "text": text}
-        for i, text in zip(state.get("reference_ids", []), state.get("references", []))
+        for i, text in zip(state.get("reference_ids", []), state.get("references", []), strict=True)
     ]
     error = None
     while True:

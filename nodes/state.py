@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from langgraph.types import Overwrite
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 
 class TokenUsage(TypedDict):
@@ -252,12 +252,14 @@ def empty_usage() -> UsageSummary:
 
 def usage_delta(label: str, counts: TokenUsage) -> UsageSummary:
     """The usage summary of calls by one model, ready for the `add_usage` reducer."""
-    return UsageSummary(total=dict(counts), by_model={label: dict(counts)})  # type: ignore[typeddict-item]
+    return UsageSummary(total=counts.copy(), by_model={label: counts.copy()})
 
 
 def _accumulate(into: TokenUsage, counts: TokenUsage) -> None:
-    for key in ("input_tokens", "output_tokens", "total_tokens", "calls"):
-        into[key] += counts.get(key, 0)  # type: ignore[literal-required]
+    into["input_tokens"] += counts.get("input_tokens", 0)
+    into["output_tokens"] += counts.get("output_tokens", 0)
+    into["total_tokens"] += counts.get("total_tokens", 0)
+    into["calls"] += counts.get("calls", 0)
 
 
 class InputState(TypedDict):

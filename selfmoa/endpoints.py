@@ -92,7 +92,7 @@ def openai_model(rest: str, **kwargs: Any) -> BaseChatModel:
     return ChatOpenAI(**options)
 
 
-def loopback_http_clients(chat_openai: type) -> dict[str, Any]:
+def loopback_http_clients(chat_openai: type[BaseChatModel]) -> dict[str, Any]:
     """`ChatOpenAI` options for a server on this machine: no proxy, no idle async connections.
 
     `trust_env=False`: an HTTP(S)_PROXY from the environment would otherwise receive the

@@ -35,9 +35,9 @@ from selfmoa import (
     create_self_moa,
     create_self_moa_seq,
     model_providers,
-    window_calls,
 )
 from selfmoa.cli import main as cli_main
+from selfmoa.graphs.schedule import window_calls
 from selfmoa.nodes.calls import TRIM_MARK, trim_references
 from selfmoa.testing import FakeChatModel
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import ask, by_role, system_text
 
-from selfmoa import create_self_moa_seq, window_calls, window_schedule
+from selfmoa import create_self_moa_seq
+from selfmoa.graphs.schedule import window_calls, window_schedule
 from selfmoa.testing import FakeChatModel
 
 W, R = 6, 3
