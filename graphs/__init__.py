@@ -7,7 +7,15 @@ from selfmoa.graphs.options import RunOptions
 from selfmoa.graphs.schedule import window_calls, window_schedule
 from selfmoa.graphs.self_moa import create_self_moa
 from selfmoa.graphs.self_moa_seq import create_self_moa_seq
-from selfmoa.graphs.spec import AggregatorSpec, LayerSpec, MoASpec, ProposerSpec, load_spec_file, parse_spec
+from selfmoa.graphs.spec import (
+    AggregatorSpec,
+    LayerSpec,
+    MoASpec,
+    ProposerSpec,
+    load_spec_file,
+    map_models,
+    parse_spec,
+)
 
 __all__ = [
     "AggregatorSpec",
@@ -21,6 +29,7 @@ __all__ = [
     "create_self_moa",
     "create_self_moa_seq",
     "load_spec_file",
+    "map_models",
     "parse_spec",
     "window_calls",
     "window_schedule",

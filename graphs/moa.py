@@ -8,8 +8,11 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.graphs.options import RunOptions, make_spec
 from selfmoa.nodes import ModelLike, SpecError
+
+# Relative, unlike the project's other imports, so that a type checker run over the
+# source folders sees the TypedDict that `Unpack` needs.
+from .options import RunOptions, make_spec
 
 
 def create_moa(

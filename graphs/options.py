@@ -1,13 +1,14 @@
-"""Options shared by every factory, and the small checks that give factory-level errors."""
+"""Options shared by every factory, and how a factory's arguments become a `MoASpec`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Literal
 
+from pydantic import ValidationError
 from typing_extensions import TypedDict
 
-from selfmoa.graphs.spec import MoASpec, parse_spec
+from selfmoa.graphs.spec import AggregatorSpec, MoASpec, ProposerSpec, one_line
 from selfmoa.nodes import CallLimiter, SpecError
 
 
@@ -57,9 +58,18 @@ class RunOptions(TypedDict, total=False):
 
 
 def make_spec(
-    factory: str, layers: list, aggregator: dict, temperature: float | None, seed: int | None, options: Mapping[str, Any]
+    factory: str,
+    layers: list,
+    aggregator: dict,
+    temperature: float | None,
+    seed: int | None,
+    options: Mapping[str, object],
 ) -> MoASpec:
-    """Validate a factory's arguments into a `MoASpec`, with errors that name the factory."""
+    """Validate a factory's arguments into a `MoASpec`, with errors that name the factory.
+
+    The spec's own validation is the only one; an error about one of the factory's own
+    arguments (`samples`, `window`, `reserved`) names it as the caller wrote it.
+    """
     unknown = sorted(set(options) - set(RunOptions.__annotations__))
     if unknown:
         valid = ", ".join(sorted(RunOptions.__annotations__))
@@ -70,15 +80,25 @@ def make_spec(
             aggregator = {**aggregator, field: options.pop(option)}
     if aggregator.get("model") is None:
         aggregator = {k: v for k, v in aggregator.items() if k != "model"}
+    data = {"layers": layers, "aggregator": aggregator, "temperature": temperature, "seed": seed, **options}
     try:
-        return parse_spec(
-            {"layers": layers, "aggregator": aggregator, "temperature": temperature, "seed": seed, **options}
-        )
-    except SpecError as exc:
-        raise SpecError(f"{factory}(): {exc}") from None
+        return MoASpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{factory}(): {_argument_error(exc) or one_line(exc, 'spec')}") from None
 
 
-def check_count(factory: str, name: str, value: Any, minimum: int = 1) -> None:
-    """Raise a one-line SpecError unless `value` is an integer of at least `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{factory}(): {name} must be an integer of at least {minimum}, got {value!r}")
+# Where the factories' own count arguments sit in a spec.
+_ARGUMENTS = {
+    ("layers", 0, "proposers", 0, "samples"): ("samples", ProposerSpec),
+    ("aggregator", "window"): ("window", AggregatorSpec),
+    ("aggregator", "reserved"): ("reserved", AggregatorSpec),
+}
+
+
+def _argument_error(exc: ValidationError) -> str | None:
+    for error in exc.errors(include_url=False):
+        if tuple(error["loc"]) in _ARGUMENTS:
+            name, owner = _ARGUMENTS[tuple(error["loc"])]
+            minimum = next(m.ge for m in owner.model_fields[name].metadata if hasattr(m, "ge"))
+            return f"{name} must be an integer of at least {minimum}, got {error['input']!r}"
+    return None

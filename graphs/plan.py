@@ -8,50 +8,53 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
-from selfmoa.graphs.spec import MoASpec, parse_spec
+from selfmoa.graphs.spec import MoASpec, map_models, parse_spec
 from selfmoa.nodes import EnsembleContext, ModelTable, SpecError
-from selfmoa.nodes.state import Plan, PlanGroup
+from selfmoa.nodes.state import Plan, PlanAggregator, PlanProposer
 
 _TABLE_LOCK = threading.Lock()
 
 
 def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
-    """The plan of a spec: one group per proposer entry, labels registered in `models`.
+    """The plan of a spec: its fields under their own names, models as labels registered in `models`.
+
+    Each proposer entry gets its temperature (the spec's unless its own) and the seed of
+    its first sample; the aggregator defaults to the last layer's first model (Self-MoA).
 
     Example:
         >>> spec = MoASpec(layers=[[{"model": "openai:m", "samples": 2}, {"model": "openai:n"}]], seed=5)
         >>> plan = make_plan(spec, ModelTable())
-        >>> [(g["model"], g["samples"], g["seed"]) for g in plan["layers"][0]], plan["aggregator"]
+        >>> [(p["model"], p["samples"], p["seed"]) for p in plan["layers"][0]], plan["aggregator"]["model"]
         ([('openai:m', 2, 5), ('openai:n', 1, 7)], 'openai:m')
     """
-    layers: list[list[PlanGroup]] = []
-    offset = 0
     with _TABLE_LOCK:
-        for layer in spec.layers:
-            groups = []
-            for proposer in layer.proposers:
-                label = models.add(proposer.model)
-                temperature = spec.temperature if proposer.temperature is None else proposer.temperature
-                seed = None if spec.seed is None else spec.seed + offset
-                groups.append(PlanGroup(model=label, temperature=temperature, seed=seed, samples=proposer.samples))
-                offset += proposer.samples
-            layers.append(groups)
-        aggregator = models.add(spec.aggregator.model or spec.layers[-1].proposers[0].model)
+        labelled = map_models(spec, models.add)
+    layers: list[list[PlanProposer]] = []
+    offset = 0
+    for layer in labelled.layers:
+        layers.append([])
+        for p in layer.proposers:
+            temperature = spec.temperature if p.temperature is None else p.temperature
+            seed = None if spec.seed is None else spec.seed + offset
+            layers[-1].append(PlanProposer(model=p.model, samples=p.samples, temperature=temperature, seed=seed))
+            offset += p.samples
+    aggregator = labelled.aggregator
     return Plan(
         layers=layers,
-        aggregator=aggregator,
-        aggregator_temperature=spec.aggregator.temperature,
+        aggregator=PlanAggregator(
+            model=aggregator.model or layers[-1][0]["model"],
+            mode=aggregator.mode,
+            window=aggregator.window,
+            reserved=aggregator.reserved,
+            temperature=aggregator.temperature,
+            patience=aggregator.patience,
+            keep=aggregator.keep,
+        ),
         seed=spec.seed,
-        mode=spec.aggregator.mode,
-        windowed=spec.aggregator.window is not None,
-        window=spec.aggregator.window or 0,
-        reserved=spec.aggregator.reserved,
+        sampling=spec.sampling,
         min_proposals=spec.min_proposals,
-        batched=spec.sampling == "n",
         prompt=spec.prompt,
         max_reference_chars=spec.max_reference_chars,
-        keep_all=spec.aggregator.keep == "all",
-        patience=spec.aggregator.patience,
     )
 
 

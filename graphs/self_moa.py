@@ -6,8 +6,11 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.graphs.options import RunOptions, check_count, make_spec
 from selfmoa.nodes import ModelLike
+
+# Relative, unlike the project's other imports, so that a type checker run over the
+# source folders sees the TypedDict that `Unpack` needs.
+from .options import RunOptions, make_spec
 
 
 def create_self_moa(
@@ -46,7 +49,6 @@ def create_self_moa(
         >>> len(result["proposals"]), result["usage"]["total"]["calls"]
         (4, 5)
     """
-    check_count("create_self_moa", "samples", samples)
     layers = [[{"model": model, "samples": samples}]]
     spec = make_spec("create_self_moa", layers, {"model": aggregator}, temperature, seed, options)
     return build_graph(spec)

@@ -8,9 +8,11 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.graphs.options import RunOptions, check_count, make_spec
-from selfmoa.graphs.schedule import validate_window
-from selfmoa.nodes import ModelLike, SpecError
+from selfmoa.nodes import ModelLike
+
+# Relative, unlike the project's other imports, so that a type checker run over the
+# source folders sees the TypedDict that `Unpack` needs.
+from .options import RunOptions, make_spec
 
 
 def create_self_moa_seq(
@@ -64,13 +66,6 @@ def create_self_moa_seq(
         >>> [a["samples"] for a in graph.invoke({"messages": "Hi"})["aggregations"]]
         [[0, 1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11]]
     """
-    check_count("create_self_moa_seq", "samples", samples)
-    check_count("create_self_moa_seq", "window", window, 2)
-    check_count("create_self_moa_seq", "reserved", reserved)
-    try:
-        validate_window(window, reserved)
-    except ValueError as exc:
-        raise SpecError(f"create_self_moa_seq(): {exc}") from None
     layers = [[{"model": model, "samples": samples}]]
     agg = {"model": aggregator, "window": window, "reserved": reserved, "keep": keep, "patience": patience}
     spec = make_spec("create_self_moa_seq", layers, agg, temperature, seed, options)

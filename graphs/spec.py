@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from selfmoa.nodes import CallLimiter, SpecError
 from selfmoa.nodes.answers import answer_extractor
@@ -55,7 +64,7 @@ class ProposerSpec(_Spec):
     """
 
     model: Model
-    samples: int = Field(default=1, ge=1)
+    samples: StrictInt = Field(default=1, ge=1)
     temperature: float | None = Field(default=None, ge=0)
     """Overrides the spec's `temperature` for this proposer."""
 
@@ -103,16 +112,16 @@ class AggregatorSpec(_Spec):
     model: Model | None = None
     """Aggregator model; None means the first proposer model of the last layer (Self-MoA)."""
     mode: Literal["synthesize", "select", "vote"] = "synthesize"
-    window: int | None = Field(default=None, ge=2)
+    window: StrictInt | None = Field(default=None, ge=2)
     """References per aggregation call (W) for Self-MoA-Seq; None: one call over all proposals."""
-    reserved: int = Field(default=3, ge=1)
+    reserved: StrictInt = Field(default=3, ge=1)
     """Window slots that repeat the current synthesis (R, 0 < R < W)."""
     temperature: float | None = Field(default=0.0, ge=0)
     answer_of: str | Callable[[str], str | None] | None = Field(default=None, exclude=True)
     """What `vote` (and `patience`) compares: the name of a built-in extractor (`number`, `letter`,
     `last_line`) or, in Python, any callable from a reply to its short answer. None: the
     whole reply with whitespace and case normalised."""
-    patience: int | None = Field(default=None, ge=1)
+    patience: StrictInt | None = Field(default=None, ge=1)
     """Window mode: stop drawing samples once P window steps in a row kept the answer of
     the step before (compared through `answer_of`); the answer is the latest synthesis.
     None: aggregate every sample."""
@@ -147,7 +156,8 @@ class AggregatorSpec(_Spec):
     def _check_window(self) -> AggregatorSpec:
         if self.window is not None and self.reserved >= self.window:
             raise ValueError(
-                f"reserved must be smaller than window, got window={self.window}, reserved={self.reserved}; "
+                f"reserved must be smaller than window (0 < reserved < window), got window={self.window}, "
+                f"reserved={self.reserved}; "
                 "e.g. window=6, reserved=3 as in the paper"
             )
         if self.keep == "latest" and self.window is None:
@@ -176,26 +186,26 @@ class MoASpec(_Spec):
     aggregator: AggregatorSpec = AggregatorSpec()
     temperature: float | None = Field(default=0.7, ge=0)
     """Sampling temperature of the proposers (None: each model's default)."""
-    seed: int | None = None
+    seed: StrictInt | None = None
     """Base seed: proposer i of a run gets seed + i, the aggregator gets seed."""
     sampling: Literal["parallel", "n"] = "parallel"
     """How the samples of one proposer are drawn: one request each, in parallel (the
     default; right for llama.cpp, vLLM and unknown endpoints), or one request asking for
     `n` choices (for endpoints known to return them with correct usage, faster there)."""
-    min_proposals: int = Field(default=1, ge=1)
+    min_proposals: StrictInt = Field(default=1, ge=1)
     """Successful proposals needed per layer to go on; failures below it stop the run."""
-    max_attempts: int = Field(default=2, ge=1)
+    max_attempts: StrictInt = Field(default=2, ge=1)
     """Attempts per model call (1 = no retry)."""
     retry_delay: float = Field(default=0.5, ge=0)
     timeout: float | None = Field(default=None, gt=0)
     """Seconds one model call may take."""
     prompt: str = AGGREGATE_PROMPT
     """Aggregation prompt; must contain the `{references}` placeholder."""
-    max_reference_chars: int | None = Field(default=24_000, ge=100)
+    max_reference_chars: StrictInt | None = Field(default=24_000, ge=100)
     """Most characters of references (proposals, or synthesis and samples in a window)
     one call sees in all; longer references are trimmed to fit, with a warning in the
     run's `warnings` (None: no limit)."""
-    max_input_chars: int | None = Field(default=None, ge=1)
+    max_input_chars: StrictInt | None = Field(default=None, ge=1)
     """Most characters the conversation may hold; a longer one is refused before any call
     with an `InputError` (None: no limit besides the models' known contexts, which are
     always checked, e.g. the embedded model's)."""
@@ -319,6 +329,29 @@ def _problem(error: Any, what: str) -> str:
     if error["type"] == "missing":
         return f"{what} is missing the required key {loc!r}"
     return f"invalid {what} at {loc!r}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def map_models(spec: MoASpec, fn: Callable[[Any], Any]) -> MoASpec:
+    """The spec with each model replaced by `fn(model)`: every proposer's, and the aggregator's when set.
+
+    The one walk over a spec's models, for whoever turns model strings into clients
+    (the CLI, the server, Studio) or into labels (a run's plan). Proposers come first,
+    in layer order, then the aggregator.
+
+    Example:
+        >>> spec = parse_spec({"layers": [["openai:a", "openai:b"]], "aggregator": {"model": "openai:a"}})
+        >>> mapped = map_models(spec, str.upper)
+        >>> [p.model for p in mapped.layers[0].proposers], mapped.aggregator.model
+        (['OPENAI:A', 'OPENAI:B'], 'OPENAI:A')
+    """
+    layers = [
+        layer.model_copy(update={"proposers": [p.model_copy(update={"model": fn(p.model)}) for p in layer.proposers]})
+        for layer in spec.layers
+    ]
+    aggregator = spec.aggregator
+    if aggregator.model is not None:
+        aggregator = aggregator.model_copy(update={"model": fn(aggregator.model)})
+    return spec.model_copy(update={"layers": layers, "aggregator": aggregator})
 
 
 SpecLike = Annotated[MoASpec | dict | str | Path, "a MoASpec, a dict, or a path to a YAML/JSON spec file"]

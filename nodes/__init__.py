@@ -1,6 +1,6 @@
 """Nodes, state and model plumbing of the selfmoa graphs."""
 
-from selfmoa.nodes.aggregate import make_aggregate, make_aggregate_window
+from selfmoa.nodes.aggregate import make_aggregate
 from selfmoa.nodes.errors import (
     AggregationError,
     InputError,
@@ -15,12 +15,15 @@ from selfmoa.nodes.models import (
     ModelLike,
     ModelTable,
     create_model,
+    model_providers,
     register_model_provider,
     resolve_model,
+    unregister_model_provider,
 )
 from selfmoa.nodes.propose import make_propose
 from selfmoa.nodes.review import apply_review, review
 from selfmoa.nodes.state import (
+    AggregateTask,
     Aggregation,
     EnsembleContext,
     InputState,
@@ -30,10 +33,10 @@ from selfmoa.nodes.state import (
     ProposeTask,
     TokenUsage,
     UsageSummary,
-    WindowTask,
 )
 
 __all__ = [
+    "AggregateTask",
     "Aggregation",
     "AggregationError",
     "CallLimiter",
@@ -53,13 +56,13 @@ __all__ = [
     "SpecError",
     "TokenUsage",
     "UsageSummary",
-    "WindowTask",
     "apply_review",
     "create_model",
     "make_aggregate",
-    "make_aggregate_window",
     "make_propose",
+    "model_providers",
     "register_model_provider",
     "resolve_model",
     "review",
+    "unregister_model_provider",
 ]

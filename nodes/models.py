@@ -15,15 +15,15 @@ import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 from pydantic import SecretStr
 
-from selfmoa.nodes.errors import ModelResolutionError
+from selfmoa.nodes.errors import ModelResolutionError, SelfMoAError
 from selfmoa.nodes.limiter import CallLimiter
 from selfmoa.nodes.state import TokenUsage
 
@@ -32,9 +32,9 @@ T = TypeVar("T")
 ModelLike = str | BaseChatModel
 """A chat model instance, or a string such as `"openai:gpt-4o-mini"` or `"local"`."""
 
-_PROVIDERS: dict[str, Callable[..., BaseChatModel]] = {}
+_PROVIDERS: dict[str, _Provider] = {}
 _CACHE: dict[str, BaseChatModel] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE_LOCK = threading.RLock()  # a provider may register another while it is resolved
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.I)
 # Key shapes redacted even when their value is unknown: OpenAI-style keys, bearer tokens,
@@ -49,21 +49,78 @@ _KNOWN_SECRETS: set[str] = set()  # key values the resolver handed to a client i
 _MIN_SECRET = 8  # shorter values would redact ordinary words
 
 
-def register_model_provider(prefix: str, factory: Callable[..., BaseChatModel]) -> None:
+class _Provider(NamedTuple):
+    factory: Callable[..., BaseChatModel]
+    check: Callable[[str, str], None] | None
+
+
+def register_model_provider(
+    prefix: str, factory: Callable[..., BaseChatModel], *, check: Callable[[str, str], None] | None = None
+) -> None:
     """Teach `resolve_model` and `create_model` a new model-string prefix.
 
     Args:
         prefix: The part before the first colon, for example `"local"`.
         factory: Called as `factory(rest, **kwargs)` with the rest of the string (empty
             when there is none) and any keyword arguments given to `create_model`.
+        check: Called as `check(model_string, rest)` when a graph is built, to refuse an
+            incomplete string there (raising `ModelResolutionError`) rather than at the
+            first call; None: any rest is accepted.
 
     Example:
         >>> from selfmoa.testing import FakeChatModel
         >>> register_model_provider("fake", lambda name, **kw: FakeChatModel(model=name or "fake", **kw))
         >>> resolve_model("fake:demo").model
         'demo'
+        >>> unregister_model_provider("fake")
     """
-    _PROVIDERS[prefix] = factory
+    with _CACHE_LOCK:
+        _PROVIDERS[prefix] = _Provider(factory, check)
+        _forget(prefix)
+
+
+def unregister_model_provider(prefix: str) -> None:
+    """Forget a registered prefix, and the models resolved through it; unknown prefixes are ignored."""
+    with _CACHE_LOCK:
+        _PROVIDERS.pop(prefix, None)
+        _forget(prefix)
+
+
+@contextlib.contextmanager
+def model_providers(providers: dict[str, Callable[..., BaseChatModel]]) -> Iterator[None]:
+    """Register providers for the duration of a `with` block, then restore the ones they replaced.
+
+    Example:
+        >>> from selfmoa.testing import FakeChatModel
+        >>> with model_providers({"tmp": lambda name, **kw: FakeChatModel(model=name)}):
+        ...     resolve_model("tmp:x").model
+        'x'
+        >>> "tmp" in registered_model_providers()
+        False
+    """
+    with _CACHE_LOCK:
+        before = {prefix: _PROVIDERS.get(prefix) for prefix in providers}
+    for prefix, factory in providers.items():
+        register_model_provider(prefix, factory)
+    try:
+        yield
+    finally:
+        for prefix, provider in before.items():
+            if provider is None:
+                unregister_model_provider(prefix)
+            else:
+                register_model_provider(prefix, provider.factory, check=provider.check)
+
+
+def registered_model_providers() -> list[str]:
+    """The registered model-string prefixes."""
+    return sorted(_PROVIDERS)
+
+
+def _forget(prefix: str) -> None:
+    # Resolved models of a prefix whose provider changed would otherwise outlive it.
+    for spec in [s for s in _CACHE if s.partition(":")[0] == prefix]:
+        del _CACHE[spec]
 
 
 def resolve_model(spec: ModelLike) -> BaseChatModel:
@@ -97,13 +154,9 @@ def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
     """Create a new chat model from a model string.
 
     Forms:
-        - `"openai:MODEL"`: OpenAI through `langchain-openai`; the key is read from
-          `OPENAI_API_KEY` by the client.
-        - `"openai:MODEL@BASE_URL"`: any OpenAI-compatible endpoint (vLLM, llama.cpp
-          server, Ollama, Together, ...), e.g. `"openai:qwen2.5@http://localhost:8000/v1"`.
-          The key comes from `OPENAI_API_KEY`, or from the variable named by a
-          `?key_env=NAME` suffix; a loopback endpoint needs none.
-        - a registered prefix, such as `"local"` or `"local:qwen2.5-coder-1.5b"`.
+        - a registered prefix: `"openai:MODEL"` and `"openai:MODEL@BASE_URL"` (see
+          `selfmoa.endpoints`), `"local"` or `"local:qwen2.5-coder-1.5b"` (see `selfmoa.local`),
+          or any prefix given to `register_model_provider`.
         - any other `"provider:model"`, through LangChain's `init_chat_model`.
 
     Args:
@@ -114,8 +167,10 @@ def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
         ModelResolutionError: Unknown provider, missing package or missing key.
 
     Example:
-        >>> create_model("openai:qwen2.5@http://127.0.0.1:8000/v1").openai_api_base
-        'http://127.0.0.1:8000/v1'
+        >>> from selfmoa.testing import FakeChatModel
+        >>> with model_providers({"demo": lambda name, **kw: FakeChatModel(model=name, **kw)}):
+        ...     create_model("demo:m", latency=0.5).latency
+        0.5
     """
     spec = check_model_string(spec)
     for name, value in kwargs.items():
@@ -124,9 +179,7 @@ def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
     prefix, _, rest = spec.partition(":")
     try:
         if prefix in _PROVIDERS:
-            return _PROVIDERS[prefix](rest, **kwargs)
-        if prefix == "openai" and rest:
-            return _openai(rest, kwargs)
+            return _PROVIDERS[prefix].factory(rest, **kwargs)
     except ModelResolutionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the client's own error, made one line
@@ -176,33 +229,10 @@ def check_model_string(spec: Any) -> str:
     if not rest.strip():
         example = "'local' or 'local:NAME'" if prefix == "local" else f"'{prefix}:MODEL', e.g. 'openai:gpt-4o-mini'"
         raise ModelResolutionError(f"model {spec!r} names no model after '{prefix}:'; write {example}")
-    if prefix == "openai" and prefix not in _PROVIDERS:
-        _check_endpoint(spec, rest)
+    provider = _PROVIDERS.get(prefix)
+    if provider is not None and provider.check is not None:
+        provider.check(spec, rest)
     return spec
-
-
-def _check_endpoint(spec: str, rest: str) -> None:
-    model, at, endpoint = rest.partition("@")
-    form = "write 'openai:MODEL@BASE_URL', e.g. 'openai:qwen2.5@http://localhost:8000/v1'"
-    if not model.strip():
-        raise ModelResolutionError(f"model {spec!r} names no model before '@'; {form}")
-    if not at:
-        return
-    base_url, _, query = endpoint.partition("?")
-    if not base_url.strip():
-        raise ModelResolutionError(f"model {spec!r} names no base URL after '@'; {form}")
-    if not base_url.startswith(("http://", "https://")):
-        raise ModelResolutionError(f"model {spec!r}: the base URL must start with http:// or https://; {form}")
-    for pair in filter(None, query.split("&")):
-        name, _, value = pair.partition("=")
-        if name != "key_env":
-            # Anything else (a key itself, say) would sit in graph state as part of the label.
-            raise ModelResolutionError(
-                f"model {spec!r}: unknown option {name!r} after '?'; the only one is key_env=VARIABLE "
-                "(the name of the environment variable holding the key)"
-            )
-        if not value:
-            raise ModelResolutionError(f"model {spec!r} names no variable after 'key_env='; write key_env=MY_KEY_VAR")
 
 
 def remember_secret(value: Any) -> None:
@@ -242,72 +272,13 @@ def redact(text: str) -> str:
     return _KEY_SHAPES.sub(lambda m: (m.group("keep") or "") + "***", text)
 
 
-def _openai(rest: str, kwargs: dict[str, Any]) -> BaseChatModel:
-    from langchain_openai import ChatOpenAI
-
-    model, _, endpoint = rest.partition("@")
-    options: dict[str, Any] = {"model": model, "max_retries": 0, "stream_usage": True, **kwargs}
-    # Retries happen in selfmoa's own call layer (CallPolicy), hence max_retries=0 here.
-    # stream_usage keeps token counts when a run is streamed through a custom base URL.
-    if endpoint:
-        base_url, _, query = endpoint.partition("?")
-        options["base_url"] = base_url
-        key_env = dict(p.partition("=")[::2] for p in query.split("&") if p).get("key_env")
-        key = os.environ.get(key_env) if key_env else os.environ.get("OPENAI_API_KEY")
-        if key_env and not key:
-            raise ModelResolutionError(f"model 'openai:{rest}' needs an API key: set the {key_env} environment variable")
-        remember_secret(key)
-        loopback = _is_loopback(base_url)
-        if not key and loopback:
-            key = "unused"  # local servers accept any key, the client insists on one
-        if key:
-            options.setdefault("api_key", key)
-        if loopback:
-            options = {**loopback_http_clients(ChatOpenAI), **options}
-    return ChatOpenAI(**options)
-
-
-def loopback_http_clients(chat_openai: type) -> dict[str, Any]:
-    """`ChatOpenAI` options for a server on this machine: no proxy, no idle async connections.
-
-    `trust_env=False`: an HTTP(S)_PROXY from the environment would otherwise receive the
-    requests meant for 127.0.0.1 and fail.
-
-    No keep-alive for the async client: langchain-openai shares one cached async client per
-    base URL across the process, and pooled connections belong to the event loop that
-    opened them, so a second `asyncio.run` (the CLI, tests, threads) fails with "Event loop
-    is closed" (langchain-ai/langchain#35783). On loopback a fresh connection per request
-    costs microseconds.
-    """
-    import openai
-
-    # Built from the SDK's own Limits type: httpx for openai<3, httpx2 after.
-    no_keepalive = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=1000, max_keepalive_connections=0)
-    options: dict[str, Any] = {
-        "http_client": openai.DefaultHttpxClient(trust_env=False),
-        "http_async_client": openai.DefaultAsyncHttpxClient(limits=no_keepalive, trust_env=False),
-    }
-    if "http_socket_options" in getattr(chat_openai, "model_fields", {}):
-        # The clients above are used as given; this only silences langchain-openai's
-        # warning that proxies from the environment are bypassed.
-        options["http_socket_options"] = ()
-    return options
-
-
-def _is_loopback(url: str) -> bool:
-    from urllib.parse import urlparse
-
-    host = urlparse(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 def _resolution_error(spec: str, exc: Exception) -> ModelResolutionError:
     text = redact(" ".join(str(exc).split()))
     if "api_key" in text or "API key" in text or "api key" in text.lower():
         var = "OPENAI_API_KEY" if spec.startswith("openai:") else "the provider's API key variable"
         return ModelResolutionError(f"model {spec!r} needs an API key: set {var} (it is read at call time)")
     first = text[:200] or type(exc).__name__
-    if type(exc).__name__ == "LocalModelError":  # already says how to fix it (e.g. which extra to install)
+    if isinstance(exc, SelfMoAError):  # a provider of selfmoa's own already says how to fix it
         return ModelResolutionError(f"cannot create model {spec!r}: {text}")
     return ModelResolutionError(
         f"cannot create model {spec!r}: {first} (use 'provider:model', e.g. 'openai:gpt-4o-mini', or 'local')"
@@ -378,7 +349,7 @@ class ModelTable:
 
 def _remember_model_secrets(model: BaseChatModel) -> None:
     # A client made by the caller (ChatOpenAI(api_key=...)) holds its key as a SecretStr field.
-    for name in getattr(type(model), "model_fields", {}):
+    for name in type(model).model_fields:
         value = getattr(model, name, None)
         if isinstance(value, SecretStr):
             remember_secret(value)
@@ -427,9 +398,8 @@ def is_retryable(exc: BaseException) -> bool:
         return status in (408, 409, 429) or status >= 500
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
-    name = type(exc).__name__
-    if "Timeout" in name or "Connection" in name:
-        return True
+    # Anything else but a programming or input error may pass on a second attempt (the SDKs'
+    # timeout and connection errors included, whatever their names).
     return not isinstance(exc, (ValueError, TypeError, LookupError, AttributeError, ImportError, NotImplementedError))
 
 

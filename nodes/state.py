@@ -75,42 +75,43 @@ class Aggregation(TypedDict):
     """`vote`: how many samples gave each extracted answer, in first-seen order."""
 
 
-class PlanGroup(TypedDict):
-    """One proposer entry of a run's plan: `samples` calls of one model.
+class PlanProposer(TypedDict):
+    """One proposer entry of the spec with the run's context applied: `samples` calls of one model.
 
     Kept per entry, not per sample, so that the plan in every checkpoint has the same
     small size whatever the number of samples.
     """
 
     model: str
+    """Label of the model (see `ModelTable`)."""
+    samples: int
     temperature: float | None
     seed: int | None
     """Seed of the entry's first sample (sample j of the entry gets seed + j), or None."""
-    samples: int
+
+
+class PlanAggregator(TypedDict):
+    """The spec's `aggregator` with the run's context applied (see `AggregatorSpec`)."""
+
+    model: str
+    mode: Literal["synthesize", "select", "vote"]
+    window: int | None
+    reserved: int
+    temperature: float | None
+    patience: int | None
+    keep: Literal["all", "latest"]
 
 
 class Plan(TypedDict):
-    """What a run will do, fixed by `prepare` from the spec and the run's context."""
+    """What a run will do: the spec's fields with the run's context applied, fixed by `prepare`."""
 
-    layers: list[list[PlanGroup]]
-    aggregator: str
-    aggregator_temperature: float | None
+    layers: list[list[PlanProposer]]
+    aggregator: PlanAggregator
     seed: int | None
-    mode: NotRequired[Literal["synthesize", "select", "vote"]]
-    """How the aggregator turns candidates into the answer (absent in plans of older runs: synthesize)."""
-    windowed: bool
-    window: int
-    reserved: int
+    sampling: Literal["parallel", "n"]
     min_proposals: int
-    batched: bool
-    """True when a proposer entry's samples share one request (`sampling="n"`)."""
     prompt: str
-    max_reference_chars: NotRequired[int | None]
-    """Budget of the references of one call, in characters (None: no limit)."""
-    patience: NotRequired[int | None]
-    """Stop sampling once the synthesis's answer held this many window steps (None: never)."""
-    keep_all: NotRequired[bool]
-    """False when `proposals` and `aggregations` keep only the latest step (bounded state)."""
+    max_reference_chars: int | None
 
 
 class Tally(TypedDict):
@@ -170,7 +171,7 @@ class ProposeTask(TypedDict):
 
 
 class Synthesis(TypedDict):
-    """The running synthesis of Self-MoA-Seq.
+    """The result of the latest aggregation step: the running synthesis, and finally the answer.
 
     Kept as data, not as a message, so that intermediate syntheses do not show up in
     `stream_mode="messages"`; the last one becomes the answer's `AIMessage`, with the id of
@@ -184,6 +185,8 @@ class Synthesis(TypedDict):
     """`select` mode: the sample this synthesis is a copy of."""
     step: NotRequired[int]
     """The window step that wrote it."""
+    response_metadata: NotRequired[dict[str, Any]]
+    """The reply's metadata (finish reason, model name), kept for the answer's message."""
 
 
 class Settle(TypedDict):
@@ -197,23 +200,32 @@ class Settle(TypedDict):
     """Window steps in a row whose answer equalled the step before's."""
 
 
-class WindowTask(TypedDict):
-    """Payload of one `Send` to the `aggregate_window` node."""
+class AggregateTask(TypedDict):
+    """Payload of one `Send` to the `aggregate` node: one aggregation step.
 
+    A one-shot aggregation is a single step over every proposal, with no reserved slots;
+    a Self-MoA-Seq step holds the current synthesis repeated `reserved` times, then the
+    new samples. The aggregator's settings are the plan's, under the plan's names.
+    """
+
+    kind: Literal["aggregate", "window"]
+    """What the call's record says: "aggregate" (one-shot) or "window" (a sliding-window step)."""
     model: str
+    mode: Literal["synthesize", "select", "vote"]
     temperature: float | None
     seed: int | None
     prompt: str
+    max_reference_chars: int | None
     step: int
     samples: list[int]
+    """Sample indices of the new responses (those after the reserved copies)."""
     reserved: int
     responses: list[str]
+    carried: int | None
+    """`select` mode: the sample the carried synthesis is a copy of."""
     messages: list[AnyMessage]
     final: bool
-    max_reference_chars: NotRequired[int | None]
-    mode: NotRequired[Literal["synthesize", "select"]]
-    carried: NotRequired[int | None]
-    """`select` mode: the sample the carried synthesis is a copy of."""
+    """Whether this step writes the answer (its tokens stream)."""
 
 
 def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSummary:
@@ -285,17 +297,19 @@ class MoAState(OutputState):
     layer: NotRequired[int]
     """0-based index of the layer whose proposals are in flight."""
     batch: NotRequired[int]
-    """0-based index of the sliding-window batch in flight (sliding-window mode)."""
+    """Batches of the last layer drawn so far (one-shot aggregation: one batch of every sample)."""
     pending: NotRequired[Annotated[list[Proposal], operator.add]]
     """Results of the proposals in flight; moved to `references` by `collect`."""
+    missing: NotRequired[list[int]]
+    """Samples an n-choice request did not return (`sampling="n"`), drawn next one task each."""
     references: NotRequired[list[str]]
     """Texts of the successful proposals just collected, seen by the next layer or the aggregator."""
     reference_ids: NotRequired[list[int]]
     """Sample indices of `references`, in the same order."""
     synthesis: NotRequired[Synthesis | None]
-    """The current running synthesis (sliding-window mode)."""
+    """The result of the latest aggregation step."""
     tally: NotRequired[Tally]
-    """Counts of the last layer's proposals so far (sliding-window mode)."""
+    """Counts of the last layer's proposals so far."""
     settle: NotRequired[Settle | None]
     """Whether the synthesis has settled (sliding-window mode)."""
 
@@ -309,6 +323,7 @@ def new_run() -> dict[str, Any]:
         "usage": Overwrite(empty_usage()),
         "warnings": Overwrite([]),
         "pending": Overwrite([]),
+        "missing": [],
         "references": [],
         "reference_ids": [],
         "synthesis": None,

@@ -13,38 +13,22 @@ Example:
 """
 
 from selfmoa.chat_model import MoAChatModel
-from selfmoa.graphs import (
-    AggregatorSpec,
-    LayerSpec,
-    MoASpec,
-    ProposerSpec,
-    RunOptions,
-    create_from_spec,
-    create_moa,
-    create_self_moa,
-    create_self_moa_seq,
-    window_calls,
-    window_schedule,
-)
+from selfmoa.endpoints import check_openai_model, openai_model
+from selfmoa.graphs import MoASpec, create_from_spec, create_moa, create_self_moa, create_self_moa_seq
 from selfmoa.nodes import (
-    Aggregation,
     AggregationError,
     CallLimiter,
     EnsembleContext,
     InputError,
-    InputState,
-    MoAState,
     ModelResolutionError,
     OutputState,
-    Proposal,
     ProposalsFailedError,
     SelfMoAError,
     SpecError,
-    TokenUsage,
-    UsageSummary,
     create_model,
+    model_providers,
     register_model_provider,
-    resolve_model,
+    unregister_model_provider,
 )
 from selfmoa.prompts import AGGREGATE_PROMPT
 
@@ -60,37 +44,57 @@ def _local_provider(name: str, **kwargs):
 
 
 register_model_provider("local", _local_provider)
+register_model_provider("openai", openai_model, check=check_openai_model)
 
 __all__ = [
-    "AGGREGATE_PROMPT",
-    "Aggregation",
-    "AggregationError",
-    "AggregatorSpec",
-    "CallLimiter",
-    "EnsembleContext",
-    "InputError",
-    "InputState",
-    "LayerSpec",
-    "MoAChatModel",
-    "MoASpec",
-    "ModelResolutionError",
-    "MoAState",
-    "OutputState",
-    "Proposal",
-    "ProposalsFailedError",
-    "ProposerSpec",
-    "RunOptions",
-    "SelfMoAError",
-    "SpecError",
-    "TokenUsage",
-    "UsageSummary",
-    "create_from_spec",
-    "create_model",
-    "create_moa",
+    # Graph factories, and the spec they all build from
     "create_self_moa",
     "create_self_moa_seq",
+    "create_moa",
+    "create_from_spec",
+    "MoASpec",
+    # Running: per-run settings, a shared call cap, the result's type, a LangChain chat model
+    "EnsembleContext",
+    "CallLimiter",
+    "OutputState",
+    "MoAChatModel",
+    "AGGREGATE_PROMPT",
+    # Models
+    "create_model",
     "register_model_provider",
-    "resolve_model",
-    "window_calls",
-    "window_schedule",
+    "unregister_model_provider",
+    "model_providers",
+    # Errors
+    "SelfMoAError",
+    "SpecError",
+    "InputError",
+    "ModelResolutionError",
+    "ProposalsFailedError",
+    "AggregationError",
 ]
+
+# Names that left the top-level API; each stays importable from its own module (given
+# here), and from `selfmoa` for code written against the earlier, larger surface.
+_MOVED = {
+    "Aggregation": "selfmoa.nodes.state",
+    "AggregatorSpec": "selfmoa.graphs.spec",
+    "InputState": "selfmoa.nodes.state",
+    "LayerSpec": "selfmoa.graphs.spec",
+    "MoAState": "selfmoa.nodes.state",
+    "Proposal": "selfmoa.nodes.state",
+    "ProposerSpec": "selfmoa.graphs.spec",
+    "RunOptions": "selfmoa.graphs.options",
+    "TokenUsage": "selfmoa.nodes.state",
+    "UsageSummary": "selfmoa.nodes.state",
+    "resolve_model": "selfmoa.nodes.models",
+    "window_calls": "selfmoa.graphs.schedule",
+    "window_schedule": "selfmoa.graphs.schedule",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'selfmoa' has no attribute {name!r}")

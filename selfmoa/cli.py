@@ -26,9 +26,11 @@ from selfmoa.graphs import (
     create_self_moa,
     create_self_moa_seq,
     load_spec_file,
+    map_models,
     parse_spec,
 )
 from selfmoa.graphs.builder import group_failures
+from selfmoa.graphs.spec import MoASpec
 from selfmoa.nodes import SelfMoAError, SpecError, create_model
 from selfmoa.nodes.models import describe_error, redact
 
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, SelfMoAError) or type(exc).__name__ == "LocalModelError":
+    if isinstance(exc, SelfMoAError):
         return redact(" ".join(str(exc).split()))
     return describe_error(exc)
 
@@ -289,9 +291,8 @@ def build_graph(args: argparse.Namespace, make: Any = None):
     """The uncompiled graph the arguments describe; `make(name, args)` creates each model."""
     make = make or _make_model
     if args.spec:
-        spec = load_spec_file(args.spec)
-        parse_spec(spec)  # report a bad spec before any model client is made
-        return create_from_spec(_with_models(spec, args, make))
+        # A bad spec is reported (by parse_spec) before any model client is made.
+        return create_from_spec(_with_models(load_spec_file(args.spec), args, make))
     names = args.model or ["local"]
     models: dict[str, Any] = {}
 
@@ -331,7 +332,7 @@ def _make_model(name: str, args: argparse.Namespace) -> BaseChatModel:
     return create_model(name, **kwargs)
 
 
-def _with_models(spec: dict, args: argparse.Namespace, make: Any) -> dict:
+def _with_models(spec: dict, args: argparse.Namespace, make: Any) -> MoASpec:
     # The spec's model strings become clients made with the command's options (--max-tokens).
     cache: dict[str, Any] = {}
 
@@ -342,18 +343,7 @@ def _with_models(spec: dict, args: argparse.Namespace, make: Any) -> dict:
             return cache[value]
         return value
 
-    layers = []
-    for layer in spec.get("layers") or []:
-        proposers = layer.get("proposers", layer) if isinstance(layer, dict) else layer
-        converted = []
-        for p in proposers if isinstance(proposers, list) else []:
-            converted.append({**p, "model": convert(p.get("model"))} if isinstance(p, dict) else convert(p))
-        layers.append(converted)
-    out = {**spec, "layers": layers or spec.get("layers")}
-    aggregator = spec.get("aggregator")
-    if isinstance(aggregator, dict) and aggregator.get("model"):
-        out["aggregator"] = {**aggregator, "model": convert(aggregator["model"])}
-    return out
+    return map_models(parse_spec(spec), convert)
 
 
 def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | None) -> dict:

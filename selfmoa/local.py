@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from selfmoa.nodes.errors import SelfMoAError
+
 if TYPE_CHECKING:  # only for annotations; importing it is not free
     from langchain_openai import ChatOpenAI
 
@@ -75,7 +77,7 @@ _CHUNK = 8 * 1024 * 1024
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(SelfMoAError, RuntimeError):
     """A local model cannot be used; the message is one line and says the fix."""
 
 
@@ -963,7 +965,7 @@ def local_chat_model(
         raise LocalModelError(
             "the embedded model needs langchain-openai; install it with: pip install 'selfmoa[local]'"
         ) from None
-    from selfmoa.nodes.models import loopback_http_clients
+    from selfmoa.endpoints import loopback_http_clients
 
     server = local_server(name, slots=slots, threads=threads, ctx_per_slot=ctx_per_slot)
     params: dict[str, Any] = {

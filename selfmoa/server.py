@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from selfmoa.graphs import MoASpec, create_from_spec, parse_spec
+from selfmoa.graphs import MoASpec, create_from_spec, map_models, parse_spec
 from selfmoa.graphs.spec import one_line
 from selfmoa.nodes import (
     AggregationError,
@@ -501,16 +501,7 @@ class _Ensembles:
                 made[model] = create_model(model, **kwargs)
             return made[model]
 
-        layers = [
-            layer.model_copy(
-                update={"proposers": [p.model_copy(update={"model": make(p.model)}) for p in layer.proposers]}
-            )
-            for layer in spec.layers
-        ]
-        aggregator = spec.aggregator
-        if aggregator.model is not None:
-            aggregator = aggregator.model_copy(update={"model": make(aggregator.model)})
-        return create_from_spec(spec.model_copy(update={"layers": layers, "aggregator": aggregator})).compile()
+        return create_from_spec(map_models(spec, make)).compile()
 
 
 # --- the app --------------------------------------------------------------------------------

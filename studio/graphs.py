@@ -37,7 +37,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from selfmoa import create_from_spec, create_moa, create_self_moa, create_self_moa_seq, register_model_provider
-from selfmoa.graphs.spec import load_spec_file
+from selfmoa.graphs.spec import MoASpec, load_spec_file, map_models, parse_spec
 
 __all__ = ["MAX_TOKENS", "MODEL", "hybrid", "moa", "self_moa", "self_moa_seq"]
 
@@ -89,21 +89,9 @@ def _studio_local(name: str, **kwargs: Any) -> BaseChatModel:
 register_model_provider("local", _studio_local)
 
 
-def _hybrid_spec(path: Path) -> dict:
-    spec = load_spec_file(path)
-    if OVERRIDE is None:
-        return spec
-    for layer in spec.get("layers", []):
-        proposers = layer.get("proposers", []) if isinstance(layer, dict) else layer
-        for i, proposer in enumerate(proposers):
-            if isinstance(proposer, dict):
-                proposer["model"] = OVERRIDE
-            else:
-                proposers[i] = OVERRIDE
-    aggregator = spec.setdefault("aggregator", {})
-    if aggregator.get("model") is not None:
-        aggregator["model"] = OVERRIDE
-    return spec
+def _hybrid_spec(path: Path) -> MoASpec:
+    spec = parse_spec(load_spec_file(path))
+    return spec if OVERRIDE is None else map_models(spec, lambda _: OVERRIDE)
 
 
 self_moa = create_self_moa(MODEL, samples=4, temperature=0.7).compile(name="self_moa")

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
+from selfmoa import model_providers
 from selfmoa.testing import FakeChatModel
+
+
+@pytest.fixture
+def providers():
+    """Register model providers for one test, as `providers(prefix=factory, ...)`; gone after it."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **factories: stack.enter_context(model_providers(factories))
 
 
 @pytest.fixture

@@ -205,10 +205,9 @@ def test_select_resumes_from_a_checkpoint_without_redrawing_samples():
 # --- the server's select preset ---------------------------------------------------------------
 
 
-def test_the_server_offers_a_select_preset_that_returns_a_sample_verbatim():
+def test_the_server_offers_a_select_preset_that_returns_a_sample_verbatim(providers):
     from starlette.testclient import TestClient
 
-    from selfmoa import register_model_provider
     from selfmoa.server import ServerConfig, create_app
 
     made: dict[str, FakeChatModel] = {}
@@ -217,7 +216,7 @@ def test_the_server_offers_a_select_preset_that_returns_a_sample_verbatim():
         return made.setdefault(name, FakeChatModel(model=name, reply=lambda c: "Response 3" if c.role == "aggregator"
                                                    else f"sample {c.sample} of 6"))
 
-    register_model_provider("selfake", provider)
+    providers(selfake=provider)
     app = create_app(ServerConfig(default_model="selfake:m", dynamic_models=["selfake:*"]))
     with TestClient(app) as client:
         assert "self-moa-select" in [m["id"] for m in client.get("/v1/models").json()["data"]]

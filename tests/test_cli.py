@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from selfmoa import register_model_provider
+from selfmoa import model_providers
 from selfmoa.cli import main
 from selfmoa.testing import FakeChatModel
 
@@ -23,7 +23,12 @@ def _fake(name: str, **kwargs) -> FakeChatModel:
     return model
 
 
-register_model_provider("clifake", _fake)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clifake_provider():
+    with model_providers({"clifake": _fake}):
+        yield
 
 
 def test_run_prints_the_answer_and_progress(capsys):
@@ -102,8 +107,8 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert err.count("\n") == 1
 
 
-def test_failures_in_a_run_are_one_line(capsys):
-    register_model_provider("clibroken", lambda name, **kw: FakeChatModel(model="broken", fail_rate=1.0, **{}))
+def test_failures_in_a_run_are_one_line(capsys, providers):
+    providers(clibroken=lambda name, **kw: FakeChatModel(model="broken", fail_rate=1.0))
     assert main(["run", "--model", "clibroken:x", "--samples", "2", "Hi"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("selfmoa: error: only 0 of 2 proposals of layer 1 succeeded")
@@ -166,14 +171,14 @@ def test_a_spec_error_names_every_problem_up_to_three(tmp_path, capsys):
     assert "'layers.0.proposers.0.samples'" in err and "(2) " in err and "(3) " in err and err.endswith(" (and 1 more)\n")
 
 
-def test_done_in_shows_the_model_start_apart(capsys, monkeypatch):
+def test_done_in_shows_the_model_start_apart(capsys, monkeypatch, providers):
     import time as time_module
 
     def slow(name: str, **kwargs) -> FakeChatModel:
         time_module.sleep(0.3)  # stands for joining and starting an embedded model
         return FakeChatModel(model="slow")
 
-    register_model_provider("clislow", slow)
+    providers(clislow=slow)
     assert main(["run", "--model", "clislow:x", "--samples", "2", "Hi"]) == 0
     line = capsys.readouterr().err.splitlines()[-1]
     match = re.match(r"done in (\d+\.\d)s \((\d+\.\d)s model start, (\d+\.\d)s run\): 3 calls", line)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import pytest
 from helpers import ask, by_role, system_text
 
-from selfmoa import EnsembleContext, SpecError, create_self_moa, create_self_moa_seq, register_model_provider
+from selfmoa import EnsembleContext, SpecError, create_self_moa, create_self_moa_seq, model_providers
 from selfmoa.testing import FakeChatModel
 
 OTHER: dict[str, FakeChatModel] = {}
-register_model_provider("ctxfake", lambda name, **kw: OTHER.setdefault(name, FakeChatModel(model=name)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ctxfake_provider():
+    with model_providers({"ctxfake": lambda name, **kw: OTHER.setdefault(name, FakeChatModel(model=name))}):
+        yield
 
 
 def test_samples_temperature_and_seed_per_run(fake):

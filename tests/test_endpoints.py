@@ -135,3 +135,13 @@ def test_a_loopback_endpoint_works_across_event_loops():
             replies.append(asyncio.run(model.ainvoke("Hi")).text)
             replies.append(model.invoke("Hi").text)
         assert len(stub.requests) == 6 and all(replies)
+
+
+def test_missing_choices_are_propose_tasks_of_their_own():
+    # Each late sample is a `Send` of its own: it shows in traces and streams, and a
+    # checkpointer does not redo it on resume.
+    with OpenAIStub(max_choices=2) as stub:
+        graph = create_self_moa(model(stub), samples=4, sampling="n").compile()
+        updates = list(graph.stream(ask(), stream_mode="updates"))
+    drawn = [[p["sample"] for p in u["propose"]["proposals"]] for u in updates if "propose" in u]
+    assert drawn[0] == [0, 1] and sorted(drawn[1:]) == [[2], [3]]

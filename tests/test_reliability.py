@@ -33,21 +33,24 @@ from selfmoa import (
     create_moa,
     create_model,
     create_self_moa,
-    register_model_provider,
+    model_providers,
 )
 from selfmoa.cli import main as cli_main
 from selfmoa.nodes.inputs import NO_INPUT
 from selfmoa.server import ServerConfig, _Admission, create_app
 from selfmoa.testing import FakeChatModel
 
-register_model_provider("relfake", lambda name, **kw: FakeChatModel(model=name or "relfake", latency=0.01))
+
+@pytest.fixture(autouse=True, scope="module")
+def _relfake_provider():
+    with model_providers({"relfake": lambda name, **kw: FakeChatModel(model=name or "relfake", latency=0.01)}):
+        yield
 URL = "/v1/chat/completions"
 Q = [{"role": "user", "content": "What is 17*3?"}]
 
 
 def _server_tests():
-    """tests/test_server.py as pytest collected it: importing it again would register its fake
-    provider a second time, bound to the new module's dicts, and break its own tests."""
+    """tests/test_server.py as pytest collected it, so that its helpers share its module's dicts."""
     for module in list(sys.modules.values()):
         if str(getattr(module, "__file__", "") or "").endswith(str(Path("tests", "test_server.py"))):
             return module
@@ -314,8 +317,9 @@ async def test_retry_after_grows_with_the_queue_and_with_observed_run_times():
         (await w).release()
 
 
-def test_retry_after_moves_with_load_on_a_real_server():
+def test_retry_after_moves_with_load_on_a_real_server(providers):
     test_server = _server_tests()  # its `running` helper and its `srvfake` provider
+    providers(srvfake=test_server._provider)
 
     config = ServerConfig(
         presets={"slow": {"layers": [[{"model": "srvfake:slow", "samples": 2}]]}}, max_concurrency=1, queue=1
@@ -415,8 +419,8 @@ def test_the_cli_says_an_unreachable_endpoint_once(capsys):
     assert err.splitlines()[-1].startswith("selfmoa: error: only 0 of 6 proposals of layer 1 succeeded")
 
 
-def test_the_cli_summarises_failures_of_a_run_that_goes_on(capsys):
-    register_model_provider("flaky", lambda name, **kw: FakeChatModel(model="flaky", fail_samples={1, 3, 5}))
+def test_the_cli_summarises_failures_of_a_run_that_goes_on(capsys, providers):
+    providers(flaky=lambda name, **kw: FakeChatModel(model="flaky", fail_samples={1, 3, 5}))
     spec = Path(os.environ.get("TMPDIR", "/tmp")) / f"flaky-{os.getpid()}.yaml"
     spec.write_text("layers: [[{model: 'flaky:x', samples: 6}]]\nmax_attempts: 1\nmin_proposals: 2\n")
     try:

@@ -149,19 +149,35 @@ def test_custom_events_mark_layer_boundaries():
     assert events == [{"selfmoa": "layer", "layer": 1, "succeeded": 2, "failed": 1}]
 
 
-def test_model_string_is_resolved_lazily_via_registered_provider():
-    from selfmoa import register_model_provider
-
+def test_model_string_is_resolved_lazily_via_registered_provider(providers):
     made = []
 
     def factory(name):
         made.append(name)
         return FakeChatModel(model=name or "fake")
 
-    register_model_provider("fakeprov", factory)
+    providers(fakeprov=factory)
     graph = create_self_moa("fakeprov:alpha", samples=2).compile()
     assert made == [], "building a graph must not create a client"
     out = graph.invoke(ask())
     assert made == ["alpha"]
     assert {p["model"] for p in out["proposals"]} == {"fakeprov:alpha"}
     assert out["answer"].startswith("alpha answer")
+
+
+def test_model_providers_are_scoped_and_restore_what_they_replaced():
+    from selfmoa import ModelResolutionError, model_providers, register_model_provider, unregister_model_provider
+    from selfmoa.nodes.models import resolve_model
+
+    with model_providers({"scoped": lambda name, **kw: FakeChatModel(model="outer")}):
+        assert resolve_model("scoped:x").model == "outer"
+        with model_providers({"scoped": lambda name, **kw: FakeChatModel(model="inner")}):
+            assert resolve_model("scoped:x").model == "inner", "a model resolved by the replaced provider is not reused"
+        assert resolve_model("scoped:x").model == "outer"
+    with pytest.raises(ModelResolutionError, match="'scoped:x'"):
+        resolve_model("scoped:x")  # no provider any more: LangChain's init_chat_model does not know it
+    register_model_provider("gone", lambda name, **kw: FakeChatModel(model="gone"))
+    assert resolve_model("gone:x").model == "gone"
+    unregister_model_provider("gone")
+    with pytest.raises(ModelResolutionError, match="'gone:x'"):
+        resolve_model("gone:x")

@@ -7,7 +7,8 @@ from helpers import ask, by_role, system_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selfmoa import create_self_moa_seq, window_calls, window_schedule
+from selfmoa import create_self_moa_seq
+from selfmoa.graphs.schedule import window_calls, window_schedule
 from selfmoa.testing import FakeChatModel
 
 W, R = 6, 3
@@ -79,7 +80,7 @@ def test_window_events_and_only_the_last_window_streams():
     for mode, part in graph.stream(ask(), stream_mode=["custom", "messages"]):
         (events if mode == "custom" else tokens).append(part)
     assert [e["batch"] for e in events if e["selfmoa"] == "window"] == [0, 1, 2]
-    streamed = "".join(m.content for m, meta in tokens if meta["langgraph_node"] == "aggregate_window")
+    streamed = "".join(m.content for m, meta in tokens if meta["langgraph_node"] == "aggregate")
     last = sorted(by_role(model, "aggregator"), key=lambda c: c.metadata["selfmoa_step"])[-1]
     assert streamed == last.replies[0]
 
@@ -108,7 +109,7 @@ def test_keep_latest_gives_the_same_run_with_bounded_records():
     streamed, steps = [], []
     for update in graph.stream(ask(), stream_mode="updates"):
         streamed += (update.get("propose") or {}).get("proposals", [])
-        steps += (update.get("aggregate_window") or {}).get("aggregations", [])
+        steps += (update.get("aggregate") or {}).get("aggregations", [])
     assert sorted(p["sample"] for p in streamed) == list(range(20))
     assert timeless(steps) == timeless(full["aggregations"])
 
@@ -163,3 +164,13 @@ def test_seq_graph_sees_every_sample_in_exactly_one_step(args):
     assert len(by_role(model, "proposer")) == n
     for step in result["aggregations"][1:]:
         assert step["reserved"] == reserved and 1 <= len(step["samples"]) <= window - reserved
+
+
+def test_n_sampling_short_of_choices_fills_each_window_before_aggregating_it():
+    model = FakeChatModel(max_n=2)
+    graph = create_self_moa_seq(model, samples=7, window=4, reserved=2, sampling="n", seed=1).compile()
+    out = graph.invoke(ask())
+    assert [p["sample"] for p in out["proposals"]] == list(range(7))
+    assert len({p["text"] for p in out["proposals"]}) == 7, "no padded copies"
+    assert [a["samples"] for a in out["aggregations"]] == [[0, 1, 2, 3], [4, 5], [6]]
+    assert sum("returned 2 of 4 choices" in w for w in out["warnings"]) == 1

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from selfmoa import SpecError, create_from_spec, register_model_provider
+from selfmoa import SpecError, create_from_spec, model_providers
 from selfmoa.cli import build_parser, main, serve_command
 from selfmoa.server import ServerConfig, create_app, load_config
 from selfmoa.testing import FakeChatModel, count_tokens
@@ -59,7 +59,12 @@ def _provider(name: str, **kwargs) -> FakeChatModel:
     return model
 
 
-register_model_provider("srvfake", _provider)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _srvfake_provider():
+    with model_providers({"srvfake": _provider}):
+        yield
 
 CONFIG = """
 server:

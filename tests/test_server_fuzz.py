@@ -21,11 +21,15 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from starlette.testclient import TestClient
 
-from selfmoa import register_model_provider
+from selfmoa import model_providers
 from selfmoa.server import ServerConfig, create_app
 from selfmoa.testing import FakeChatModel
 
-register_model_provider("fuzzfake", lambda name, **kw: FakeChatModel(model=name or "fuzzfake"))
+
+@pytest.fixture(autouse=True, scope="module")
+def _fuzzfake_provider():
+    with model_providers({"fuzzfake": lambda name, **kw: FakeChatModel(model=name or "fuzzfake")}):
+        yield
 
 CONFIG = ServerConfig(
     presets={"team": {"layers": [[{"model": "fuzzfake:team", "samples": 2}]]}},

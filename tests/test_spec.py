@@ -8,7 +8,7 @@ import pytest
 import yaml
 from helpers import ask, by_role
 
-from selfmoa import MoASpec, SpecError, create_from_spec, register_model_provider
+from selfmoa import MoASpec, SpecError, create_from_spec
 from selfmoa.testing import FakeChatModel
 
 MODELS: dict[str, FakeChatModel] = {}
@@ -18,7 +18,6 @@ def fake_provider(name: str) -> FakeChatModel:
     return MODELS.setdefault(name, FakeChatModel(model=name))
 
 
-register_model_provider("specfake", fake_provider)
 
 HYBRID_YAML = """
 name: hybrid-3a-3b
@@ -36,11 +35,9 @@ aggregator:
 
 
 @pytest.fixture(autouse=True)
-def fresh_models():
+def fresh_models(providers):
     MODELS.clear()
-    from selfmoa.nodes import models
-
-    models._CACHE.clear()  # the process-wide cache of resolved model strings
+    providers(specfake=fake_provider)  # registered afresh: no model resolved by an earlier test is reused
 
 
 def test_hybrid_yaml_file_to_graph_to_run(tmp_path):
