@@ -14,6 +14,7 @@ every proposal (optionally after `review`); a sliding window (Self-MoA-Seq) send
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
@@ -30,7 +31,7 @@ from selfmoa.nodes.state import Plan
 __all__ = ["build_graph", "group_failures"]
 
 
-def build_graph(spec: MoASpec) -> StateGraph:
+def build_graph(spec: MoASpec) -> StateGraph[Any, Any, Any, Any]:
     """Build the uncompiled graph of an ensemble spec.
 
     Args:

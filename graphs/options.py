@@ -99,6 +99,7 @@ def _argument_error(exc: ValidationError) -> str | None:
     for error in exc.errors(include_url=False):
         if tuple(error["loc"]) in _ARGUMENTS:
             name, owner = _ARGUMENTS[tuple(error["loc"])]
-            minimum = next(m.ge for m in owner.model_fields[name].metadata if hasattr(m, "ge"))
+            fields = owner.model_fields  # type: ignore[attr-defined]  # a pydantic model class
+            minimum = next(m.ge for m in fields[name].metadata if hasattr(m, "ge"))
             return f"{name} must be an integer of at least {minimum}, got {error['input']!r}"
     return None

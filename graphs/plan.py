@@ -36,13 +36,14 @@ def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
         for p in layer.proposers:
             temperature = spec.temperature if p.temperature is None else p.temperature
             seed = None if spec.seed is None else spec.seed + offset
-            layers[-1].append(PlanProposer(model=p.model, samples=p.samples, temperature=temperature, seed=seed))
+            # map_models put each model's label (a string) in its place.
+            layers[-1].append(PlanProposer(model=str(p.model), samples=p.samples, temperature=temperature, seed=seed))
             offset += p.samples
     aggregator = labelled.aggregator
     return Plan(
         layers=layers,
         aggregator=PlanAggregator(
-            model=aggregator.model or layers[-1][0]["model"],
+            model=str(aggregator.model) if aggregator.model is not None else layers[-1][0]["model"],
             mode=aggregator.mode,
             window=aggregator.window,
             reserved=aggregator.reserved,

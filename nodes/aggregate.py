@@ -146,11 +146,11 @@ class _Call:
             samples=list(task["samples"]),
             reserved=task["reserved"],
             text=text,
-            usage=dict(self.usage),  # type: ignore[typeddict-item]
+            usage=self.usage.copy(),
             latency=round(time.perf_counter() - self.started, 6),
             mode=self.mode,
-            **extra,
         )
+        record.update(extra)  # type: ignore[typeddict-item]  # chosen, votes
         synthesis = Synthesis(
             text=text,
             id=message.id,

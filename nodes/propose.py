@@ -44,7 +44,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
     """
 
     def start(task: ProposeTask, config: RunnableConfig) -> _Call:
-        messages = task["messages"]
+        messages: list[Any] = list(task["messages"])
         if task["references"]:
             messages = with_references(messages, task["references"], task["prompt"])
         cfg = call_config(config, role="proposer", layer=task["layer"], sample=task["sample"], model=task["model"])
