@@ -69,13 +69,27 @@ async def gathered(model: FakeChatModel, messages: list) -> str:
     return (await model.ainvoke([system, *messages], temperature=0.0)).text
 
 
+def public_wrapper_graph(model: FakeChatModel):
+    """The same Self-MoA graph with its nodes wrapped by LangGraph's public API only (the fallback of
+    `selfmoa.nodes.calls.node` for a LangGraph without its private `RunnableCallable`)."""
+    import selfmoa.nodes.calls as calls
+
+    private, calls.RunnableCallable = calls.RunnableCallable, None
+    try:
+        return create_self_moa(model, samples=K).compile()
+    finally:
+        calls.RunnableCallable = private
+
+
 async def main(iterations: int) -> list[int]:
     model = FakeChatModel(latency=0.0)
     selfmoa = create_self_moa(model, samples=K).compile()
+    public = public_wrapper_graph(model)
     bare = bare_graph(model)
     question = [HumanMessage("What is 17*3?")]
     impls = {
         "selfmoa graph": lambda: selfmoa.ainvoke({"messages": question}),
+        "selfmoa graph, public node wrappers": lambda: public.ainvoke({"messages": question}),
         "bare LangGraph graph": lambda: bare.ainvoke({"messages": question}),
         "asyncio.gather": lambda: gathered(model, question),
     }
@@ -92,6 +106,9 @@ async def main(iterations: int) -> list[int]:
     base = medians["asyncio.gather"]
     print(f"bare graph / asyncio.gather: {medians['bare LangGraph graph'] / base:.2f}x; "
           f"selfmoa / asyncio.gather: {medians['selfmoa graph'] / base:.2f}x")
+    public_ratio = medians["selfmoa graph, public node wrappers"] / medians["bare LangGraph graph"]
+    print(f"with the public node wrappers only (LangGraph's private RunnableCallable not used): "
+          f"{public_ratio:.3f} of the bare graph")
     ratio = medians["selfmoa graph"] / medians["bare LangGraph graph"]
     return [verdict("P2 selfmoa / bare LangGraph graph", ratio, 1.5)]
 
