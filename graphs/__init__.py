@@ -1,28 +1,19 @@
-"""Graph factories: each returns an uncompiled LangGraph `StateGraph`."""
+"""Graph factories: each returns an uncompiled LangGraph `StateGraph`.
+
+`spec` holds `MoASpec`, the one validated description of an ensemble; `plan` applies a
+run's context to it; `builder` wires the nodes; `self_moa`, `self_moa_seq`, `moa` and
+`hybrid` are the factories; `schedule` is the Self-MoA-Seq window arithmetic.
+"""
 
 from selfmoa.graphs.builder import build_graph
 from selfmoa.graphs.hybrid import create_from_spec
 from selfmoa.graphs.moa import create_moa
-from selfmoa.graphs.options import RunOptions
-from selfmoa.graphs.schedule import window_calls, window_schedule
 from selfmoa.graphs.self_moa import create_self_moa
 from selfmoa.graphs.self_moa_seq import create_self_moa_seq
-from selfmoa.graphs.spec import (
-    AggregatorSpec,
-    LayerSpec,
-    MoASpec,
-    ProposerSpec,
-    load_spec_file,
-    map_models,
-    parse_spec,
-)
+from selfmoa.graphs.spec import MoASpec, load_spec_file, map_models, parse_spec
 
 __all__ = [
-    "AggregatorSpec",
-    "LayerSpec",
     "MoASpec",
-    "ProposerSpec",
-    "RunOptions",
     "build_graph",
     "create_from_spec",
     "create_moa",
@@ -31,6 +22,4 @@ __all__ = [
     "load_spec_file",
     "map_models",
     "parse_spec",
-    "window_calls",
-    "window_schedule",
 ]

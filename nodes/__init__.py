@@ -1,6 +1,12 @@
-"""Nodes, state and model plumbing of the selfmoa graphs."""
+"""Nodes, state and model plumbing of the selfmoa graphs.
 
-from selfmoa.nodes.aggregate import make_aggregate
+One module per concern: `state` (typed state, plan and task payloads), `run` (the run's
+state machine: prepare, collect, route), `propose` and `aggregate` (the model-calling
+nodes), `review` (the optional human check), `models` (model resolution, the provider
+registry, the call policy and usage), `answers`, `inputs`, `calls`, `limiter`, `errors`.
+The names below are those the graphs and the rest of the package use.
+"""
+
 from selfmoa.nodes.errors import (
     AggregationError,
     InputError,
@@ -20,24 +26,10 @@ from selfmoa.nodes.models import (
     resolve_model,
     unregister_model_provider,
 )
-from selfmoa.nodes.propose import make_propose
-from selfmoa.nodes.review import apply_review, review
-from selfmoa.nodes.state import (
-    AggregateTask,
-    Aggregation,
-    EnsembleContext,
-    InputState,
-    MoAState,
-    OutputState,
-    Proposal,
-    ProposeTask,
-    TokenUsage,
-    UsageSummary,
-)
+from selfmoa.nodes.review import review
+from selfmoa.nodes.state import EnsembleContext, InputState, MoAState, OutputState
 
 __all__ = [
-    "AggregateTask",
-    "Aggregation",
     "AggregationError",
     "CallLimiter",
     "CallPolicy",
@@ -49,17 +41,10 @@ __all__ = [
     "ModelTable",
     "MoAState",
     "OutputState",
-    "Proposal",
     "ProposalsFailedError",
-    "ProposeTask",
     "SelfMoAError",
     "SpecError",
-    "TokenUsage",
-    "UsageSummary",
-    "apply_review",
     "create_model",
-    "make_aggregate",
-    "make_propose",
     "model_providers",
     "register_model_provider",
     "resolve_model",

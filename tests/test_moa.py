@@ -72,3 +72,17 @@ def test_distinct_instances_with_one_name_get_distinct_labels():
     out = create_moa([[a1, a2]], aggregator=a1).compile().invoke(ask())
     assert [p["model"] for p in out["proposals"]] == ["a", "a#2"]
     assert len(a1.calls) == 2 and len(a2.calls) == 1
+
+
+def test_n_sampling_short_of_choices_in_a_later_layer_draws_the_rest_with_the_references():
+    from selfmoa import create_from_spec
+
+    model = FakeChatModel(max_n=1)
+    spec = {"layers": [[{"model": model, "samples": 3}], [{"model": model, "samples": 2}]], "sampling": "n", "seed": 3}
+    out = create_from_spec(spec).compile().invoke(ask())
+    assert [(p["layer"], p["sample"], p["error"]) for p in out["proposals"]] == [
+        (1, 0, None), (1, 1, None), (1, 2, None), (2, 0, None), (2, 1, None)
+    ]
+    layer2 = [c for c in by_role(model, "proposer") if c.metadata["selfmoa_layer"] == 2]
+    assert sorted(c.seed for c in layer2) == [6, 7]
+    assert all(system_text(c).count("[Response ") == 3 for c in layer2), "the late sample sees layer 1's answers too"
