@@ -367,7 +367,7 @@ def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | N
                 print(f"window {part['batch'] + 1}: {part['succeeded']} new samples", file=progress)
             elif part.get("selfmoa") == "stopped":
                 saved = part["saved"]
-                print(f"settled: the answer held {part['streak']} window steps; stopped after {part['steps']} steps, "
+                print(f"settled: the answer held for {part['streak']} more window step(s); stopped after {part['steps']} steps, "
                       f"saving {saved['proposals']} proposer and {saved['aggregations']} aggregator calls", file=progress)
         elif mode == "updates" and progress:
             for proposal in (part.get("propose") or {}).get("proposals", []):
