@@ -26,7 +26,15 @@ from selfmoa.nodes.answers import AnswerOf, normalized, vote
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_references, with_references
 from selfmoa.nodes.errors import AggregationError
 from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, text_of, usage_of
-from selfmoa.nodes.state import AggregateTask, Aggregation, Synthesis, TokenUsage, usage_delta, zero_tokens
+from selfmoa.nodes.state import (
+    AggregateTask,
+    Aggregation,
+    Synthesis,
+    TokenUsage,
+    add_tokens,
+    usage_delta,
+    zero_tokens,
+)
 from selfmoa.prompts import SELECT_ASK, SELECT_PROMPT, SELECT_RETRY, parse_choice
 
 # A mode's steps: a generator that yields the messages of each model call it needs, is
@@ -117,8 +125,7 @@ class _Call:
         return self._count(reply)
 
     def _count(self, reply: AIMessage) -> AIMessage:
-        for key, value in usage_of(reply).items():
-            self.usage[key] += value  # type: ignore[literal-required]
+        add_tokens(self.usage, usage_of(reply))
         return reply
 
     def _error(self, exc: BaseException) -> AggregationError:

@@ -234,9 +234,9 @@ def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSum
     for part in (left, right):
         if not part:
             continue
-        _accumulate(out["total"], part["total"])
+        add_tokens(out["total"], part["total"])
         for label, counts in part["by_model"].items():
-            _accumulate(out["by_model"].setdefault(label, zero_tokens()), counts)
+            add_tokens(out["by_model"].setdefault(label, zero_tokens()), counts)
     return out
 
 
@@ -255,7 +255,8 @@ def usage_delta(label: str, counts: TokenUsage) -> UsageSummary:
     return UsageSummary(total=counts.copy(), by_model={label: counts.copy()})
 
 
-def _accumulate(into: TokenUsage, counts: TokenUsage) -> None:
+def add_tokens(into: TokenUsage, counts: TokenUsage) -> None:
+    """Add `counts` into `into`, in place."""
     into["input_tokens"] += counts.get("input_tokens", 0)
     into["output_tokens"] += counts.get("output_tokens", 0)
     into["total_tokens"] += counts.get("total_tokens", 0)

@@ -247,6 +247,7 @@ def summarize(records: Sequence[dict], embed: Embedder | None = None) -> dict[st
         "output_tokens_per_item": mean(r["usage"]["output_tokens"] for r in records),
         "wall_s_per_item": mean(r["wall_s"] for r in records),
         "quality": None,
+        "oracle": None,
         "diversity": None,
     }
     scored = [[p["correct"] for p in r["proposals"] if p["correct"] is not None] for r in records]
@@ -254,12 +255,41 @@ def summarize(records: Sequence[dict], embed: Embedder | None = None) -> dict[st
     if scored:
         # Mean accuracy of the individual proposals, per item then over items (as in the paper).
         out["quality"] = mean(mean(map(float, s)) for s in scored)
+        # Share of items with at least one right proposal (pass@k): what a perfect chooser could reach.
+        out["oracle"] = mean(float(any(s)) for s in scored)
     if embed is not None:
         texts = [[p["text"] for p in r["proposals"] if not p.get("error")] for r in records]
         texts = [t for t in texts if len(t) >= 2]
         if texts:
             out["diversity"] = mean(vendi(embed(t)) for t in texts)
     return out
+
+
+def memoized(embed: Embedder) -> Embedder:
+    """`embed` that computes each distinct text once; keeps its `name` for the report.
+
+    Every aggregation of an eval sees the same drawn samples, so without this the same
+    texts would be embedded once per configuration.
+
+    Example:
+        >>> import numpy as np
+        >>> seen = []
+        >>> embed = memoized(lambda texts: seen.extend(texts) or np.array([[len(t), 1.0] for t in texts]))
+        >>> embed(["a", "bb"]).tolist(), embed(["bb", "a", "ccc"]).tolist(), seen
+        ([[1.0, 1.0], [2.0, 1.0]], [[2.0, 1.0], [1.0, 1.0], [3.0, 1.0]], ['a', 'bb', 'ccc'])
+    """
+    import numpy as np
+
+    rows: dict[str, Any] = {}
+
+    def cached(texts: list[str]) -> Any:
+        new = list(dict.fromkeys(t for t in texts if t not in rows))
+        if new:
+            rows.update(zip(new, embed(new), strict=True))
+        return np.array([rows[t] for t in texts])
+
+    cached.name = getattr(embed, "name", None) or getattr(embed, "__name__", None) or "custom"  # type: ignore[attr-defined]
+    return cached
 
 
 def fit_quality_diversity(rows: Sequence[dict]) -> dict[str, Any]:

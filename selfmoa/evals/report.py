@@ -6,10 +6,9 @@ import json
 import platform
 import re
 from pathlib import Path
-from statistics import mean
 from typing import Any
 
-from selfmoa.evals.metrics import Embedder, diversity_method, fit_quality_diversity, summarize
+from selfmoa.evals.metrics import Embedder, diversity_method, fit_quality_diversity, memoized, summarize
 from selfmoa.evals.stats import mcnemar_exact, wilson
 
 
@@ -23,13 +22,11 @@ def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: 
     """
     rows = []
     computed: dict[tuple, str] = {}
+    cached = memoized(embed) if embed is not None else None
     for name, records in by_config.items():
-        row = {"config": name, **summarize(records, embed)}
+        row = {"config": name, **summarize(records, cached)}
         if records:
             row["interval"] = list(wilson(row["correct"], row["items"]))
-            scored = [[p["correct"] for p in r["proposals"] if p["correct"] is not None] for r in records]
-            scored = [x for x in scored if x]
-            row["oracle"] = mean(float(any(x)) for x in scored) if scored else None
         keys = tuple((r["item"], r["key"]) for r in records)
         if keys and keys in computed:
             row["same_as"] = computed[keys]  # e.g. seq whose window holds every sample = self-moa

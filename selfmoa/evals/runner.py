@@ -230,9 +230,8 @@ class _Sink:
         self._file.close()
 
 
-def draw(task: Task, item: Item, model: Any, name: str, *, count: int, start: int, temperature: float,
-         seed: int, max_tokens: int) -> list[dict]:
-    """Samples `start .. count-1` of `name` on `item` (sample i with seed `seed + i`), scored.
+def draw(task: Task, item: Item, model: Any, *, count: int, start: int, temperature: float, seed: int) -> list[dict]:
+    """Samples `start .. count-1` of `model` on `item` (sample i with seed `seed + i`), scored.
 
     Drawn through a selfmoa graph in vote mode, so they are exactly the proposals a graph
     with that base seed asks for, and no aggregator call is made. Temperature 0 is the
@@ -268,11 +267,8 @@ def aggregate_unit(task: Task, item: Item, config: Config, draws: dict[str, list
         sample = draws["greedy"][0]
         answer, usage, error = sample["text"], sample["usage"], sample["error"]
     else:
-        layers, offset = [], 0
-        for name, n in config.proposers:
-            replay = ReplayChatModel(model=name, base=s.seed, samples=draws[name])
-            layers.append({"model": replay, "samples": n})
-            offset += n
+        layers = [{"model": ReplayChatModel(model=name, base=s.seed, samples=draws[name]), "samples": n}
+                  for name, n in config.proposers]
         aggregator: dict[str, Any] = {"mode": config.aggregate}
         if config.aggregate == "vote":
             aggregator["answer_of"] = getattr(task, "answer_of", None)
@@ -406,8 +402,8 @@ def _draw_item(task: Task, item: Item, s: EvalSettings, need: dict[str, int], dr
         previous = (drawn.get(key) or {}).get("samples", [])
         have = [] if any(x.get("error") for x in previous) else previous[:count]  # a failed draw is redrawn
         if len(have) < count:
-            have = have + draw(task, item, model(name), name, count=count, start=len(have),
-                               temperature=temperature, seed=seed or 0, max_tokens=max_tokens)
+            have = have + draw(task, item, model(name), count=count, start=len(have),
+                               temperature=temperature, seed=seed or 0)
             record = {"task": s.task, "item": item.id, "model": name, "temperature": temperature,
                       "max_tokens": max_tokens, "seed": seed, "samples": have}
             sink.write(record)
