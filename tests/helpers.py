@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
+import pytest
 
 from selfmoa.testing import FakeCall, FakeChatModel
 
@@ -59,3 +64,21 @@ def server_tests():
     import test_server
 
     return test_server
+
+
+def wait_for_health(url: str, proc: subprocess.Popen, log: Path, seconds: float = 60) -> None:
+    """Wait until a `selfmoa serve` process answers `GET /health` with 200; fail with its log if it
+    exits or is not ready in time (then it is killed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"selfmoa serve exited with {proc.returncode}:\n{log_tail(log, 20)}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"selfmoa serve not ready in {seconds:g} s:\n{log_tail(log, 20)}")
+        time.sleep(0.2)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import ask, free_port, log_tail
+from helpers import ask, free_port, wait_for_health
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -272,14 +272,7 @@ def test_a_key_in_the_query_string_never_reaches_the_access_log(tmp_path):
             env=env,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, log_tail(log, 20)
-                time.sleep(0.2)
+        wait_for_health(f"http://127.0.0.1:{port}", proc, log)
         httpx.get(f"http://127.0.0.1:{port}/health?api_key={secret}", timeout=5)
         httpx.get(f"http://127.0.0.1:{port}/v1/models?key={secret}&x=1", timeout=5)
         httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions?token={secret}", content=b"{", timeout=5)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from helpers import free_port, log_tail
+from helpers import free_port, wait_for_health
 from openai_stub import OpenAIStub
 
 from selfmoa import create_self_moa
@@ -41,19 +40,8 @@ def _start_replica(tmp_path, config, name: str) -> tuple[subprocess.Popen, str, 
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"replica {name} exited with {proc.returncode}:\n{log_tail(log)}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
-                return proc, url, out
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"replica {name} not ready in 60 s:\n{log_tail(log)}")
-        time.sleep(0.3)
+    wait_for_health(url, proc, log)
+    return proc, url, out
 
 
 def test_two_serve_replicas_in_front_of_one_openai_compatible_backend(tmp_path):
