@@ -389,12 +389,25 @@ def text_of(message: BaseMessage) -> str:
     return message.text if hasattr(message, "text") else str(message.content)
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Whether a failed call is worth another attempt (timeouts, connection errors, 408/429/5xx)."""
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status of a failed call, as the SDKs put it on their errors (None: no response).
+
+    Example:
+        >>> class Rejected(Exception):
+        ...     status_code = 401
+        >>> status_of(Rejected()), status_of(ValueError())
+        (401, None)
+    """
     status = getattr(exc, "status_code", None)
     if status is None:
         status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(status, int):
+    return status if isinstance(status, int) else None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failed call is worth another attempt (timeouts, connection errors, 408/429/5xx)."""
+    status = status_of(exc)
+    if status is not None:
         return status in (408, 409, 429) or status >= 500
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
@@ -403,13 +416,30 @@ def is_retryable(exc: BaseException) -> bool:
     return not isinstance(exc, (ValueError, TypeError, LookupError, AttributeError, ImportError, NotImplementedError))
 
 
-_HINTS = {
-    "ConnectionError": "cannot reach the endpoint; is the server running and the base URL right?",
-    "AuthenticationError": "the endpoint rejected the API key; check the key's environment variable",
-    "PermissionDeniedError": "the API key may not use this model",
-    "NotFoundError": "the endpoint does not know this model name; check it",
-    "RateLimitError": "rate limited by the endpoint; lower the samples or max_concurrency",
+_STATUS_HINTS = {
+    401: "the endpoint rejected the API key; check the key's environment variable",
+    403: "the API key may not use this model",
+    404: "the endpoint does not know this model name; check it",
+    429: "rate limited by the endpoint; lower the samples or max_concurrency",
 }
+
+
+def _hint(exc: BaseException, text: str) -> str | None:
+    # Read from the HTTP status and the chain of causes, not from class names: the SDKs
+    # wrap the socket's ConnectionError (openai: APIConnectionError from httpx from OSError).
+    status = status_of(exc)
+    if status == 400 and "context" in text.lower():
+        return "the prompt is longer than the model's context; shorten it, use fewer samples or a larger context"
+    if status in _STATUS_HINTS:
+        return _STATUS_HINTS[status]
+    cause: BaseException | None = exc
+    for _ in range(8):  # a bounded walk: a cause chain can loop
+        if cause is None:
+            return None
+        if isinstance(cause, ConnectionError):
+            return "cannot reach the endpoint; is the server running and the base URL right?"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -422,18 +452,14 @@ def describe_error(exc: BaseException) -> str:
     Example:
         >>> describe_error(PermissionError("Incorrect API key provided: sk-proj-0123456789abcdef"))
         'PermissionError: Incorrect API key provided: ***'
+        >>> describe_error(ConnectionRefusedError("[Errno 111] Connection refused"))  # doctest: +ELLIPSIS
+        'ConnectionRefusedError: [Errno 111] Connection refused - cannot reach the endpoint; ...'
     """
     name = type(exc).__name__
     # Redacted before cutting, so that a key split by the cut cannot survive in part.
     text = redact(" ".join(str(exc).split()))[:300]
-    # langchain-openai re-raises some errors under its own names (OpenAIAuthenticationError).
-    hint = next((h for key, h in _HINTS.items() if name.endswith(key)), None)
-    if name.endswith("BadRequestError") and "context" in text.lower():
-        hint = "the prompt is longer than the model's context; shorten it, use fewer samples or a larger context"
-    parts = [f"{name}: {text}" if text else name]
-    if hint:
-        parts.append(hint)
-    return " - ".join(parts)
+    hint = _hint(exc, text)
+    return " - ".join([f"{name}: {text}" if text else name, *([hint] if hint else [])])
 
 
 class CallPolicy:

@@ -201,7 +201,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise SpecError("the prompt is empty; pass the question as an argument, or '-' to read it from stdin")
     # Built first with the model strings alone: that validates everything and draws the
     # graph before any client (or the embedded server) starts.
-    unresolved = build_graph(args, lambda name, _: name)
+    unresolved = graph_from_args(args, lambda name, _: name)
     if args.show_graph:
         print(unresolved.compile().get_graph().draw_mermaid())
         return 0
@@ -213,7 +213,7 @@ def run_command(args: argparse.Namespace) -> int:
     # Making the clients starts embedded models (a first run also joins and hashes their files):
     # timed apart from the run, so that "done in" says where the seconds went.
     started = time.perf_counter()
-    graph = build_graph(args).compile()
+    graph = graph_from_args(args).compile()
     ready = time.perf_counter()
     final = _run(graph, prompt, progress, stream_to=sys.stdout if args.stream else None)
     elapsed = time.perf_counter() - ready
@@ -243,7 +243,7 @@ RUN_DEFAULTS: dict[str, Any] = {"method": "self-moa", "samples": 6, "layers": 2,
 """Defaults of `selfmoa run`'s method flags, applied by `check_run_flags` (the parser's are None)."""
 _USED_BY = {"samples": ("self-moa", "seq"), "layers": ("moa",), "window": ("seq",), "reserved": ("seq",),
             "answer_of": ("self-moa", "moa", "seq"), "patience": ("seq",)}
-# A spec file carries all of these itself; build_graph takes only the models' options from the flags.
+# A spec file carries all of these itself; graph_from_args takes only the models' options from the flags.
 _SET_BY_SPEC = ("method", "model", "aggregator", "aggregate", "answer_of", "samples", "layers", "window", "reserved",
                 "patience", "temperature", "seed", "timeout")
 
@@ -287,7 +287,7 @@ def check_run_flags(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def build_graph(args: argparse.Namespace, make: Any = None):
+def graph_from_args(args: argparse.Namespace, make: Any = None):
     """The uncompiled graph the arguments describe; `make(name, args)` creates each model."""
     make = make or _make_model
     if args.spec:

@@ -48,6 +48,7 @@ from starlette.requests import ClientDisconnect
 
 from selfmoa.graphs import MoASpec, create_from_spec, map_models, parse_spec
 from selfmoa.graphs.spec import one_line
+from selfmoa.local import LocalModelError
 from selfmoa.nodes import (
     AggregationError,
     InputError,
@@ -337,7 +338,7 @@ def _classify(exc: BaseException, *, dynamic: bool) -> _ApiError:
         return _ApiError(400, message, code="invalid_ensemble_options")
     if isinstance(exc, TimeoutError):
         return _ApiError(504, "the ensemble did not finish within the server's time limit", code="timeout")
-    if type(exc).__name__ == "LocalModelError":  # selfmoa.local is optional; matched by name
+    if isinstance(exc, LocalModelError):  # the embedded model is missing or failed to start
         return _ApiError(503, message, code="model_unavailable")
     logger.error("unexpected error: %s", _redact(describe_error(exc)))  # one line, no traceback
     return _ApiError(500, f"internal error ({type(exc).__name__}); see the server log", code="internal_error")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,8 @@ import pytest
 from selfmoa.testing import FakeCall, FakeChatModel
 
 QUESTION = "What is 17*3?"
+URL = "/v1/chat/completions"
+"""The chat completions route of `selfmoa serve`."""
 
 
 def ask(text: str = QUESTION) -> dict:
@@ -64,6 +68,26 @@ def server_tests():
     import test_server
 
     return test_server
+
+
+@contextlib.contextmanager
+def app_client(**settings) -> Iterator:
+    """The server app in-process (Starlette's TestClient, server exceptions as 500 responses), with a
+    `team` preset and the default model on `relfake:` fakes, registered while the client is open;
+    `settings` are further `ServerConfig` fields."""
+    from starlette.testclient import TestClient
+
+    from selfmoa import model_providers
+    from selfmoa.server import ServerConfig, create_app
+
+    with model_providers({"relfake": lambda name, **kw: FakeChatModel(model=name or "relfake", latency=0.01)}):
+        config = ServerConfig(
+            presets={"team": {"layers": [[{"model": "relfake:team", "samples": 2}]]}},
+            default_model="relfake:base",
+            **settings,
+        )
+        with TestClient(create_app(config), raise_server_exceptions=False) as client:
+            yield client
 
 
 def wait_for_health(url: str, proc: subprocess.Popen, log: Path, seconds: float = 60) -> None:

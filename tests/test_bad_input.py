@@ -1,8 +1,11 @@
 """Bad input: one table of cases across the API, spec files, the CLI and the server, each
-answered with one actionable line; and the console command never shows a traceback."""
+answered with one actionable line; the console command never shows a traceback; incomplete
+model strings are refused when the graph is built; empty or over-long input is refused
+before any model call."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import subprocess
@@ -11,10 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import ask, server_tests
+from helpers import URL, app_client, ask, server_tests
 
 from selfmoa import (
     CallLimiter,
+    InputError,
+    ModelResolutionError,
     SpecError,
     create_from_spec,
     create_moa,
@@ -23,6 +28,7 @@ from selfmoa import (
     register_model_provider,
 )
 from selfmoa.cli import main as cli_main
+from selfmoa.nodes.inputs import NO_INPUT
 from selfmoa.testing import FakeChatModel
 
 # --- bad input: one table across API, spec files, CLI and server ------------------------------
@@ -203,3 +209,106 @@ def test_the_console_command_exits_2_without_a_traceback(argv, message):
     assert proc.stderr.startswith("selfmoa: error: ") and message in proc.stderr
 
 
+# --- incomplete model strings: refused when the graph is built, in one line ---------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("openai:", "names no model after 'openai:'"),
+        ("openai:  ", "names no model after 'openai:'"),
+        ("anthropic:", "names no model after 'anthropic:'"),
+        ("local:", "names no model after 'local:'; write 'local' or 'local:NAME'"),
+        (":gpt-4o", "names no provider before ':'"),
+        ("openai:@http://127.0.0.1:9/v1", "names no model before '@'"),
+        ("openai:m@", "names no base URL after '@'"),
+        ("openai:m@127.0.0.1:9/v1", "the base URL must start with http:// or https://"),
+        ("openai:m@http://127.0.0.1:9/v1?key_env=", "names no variable after 'key_env='"),
+        ("openai:m@http://127.0.0.1:9/v1?api_key=sk-x", "unknown option 'api_key' after '?'"),
+    ],
+)
+def test_incomplete_model_strings_fail_at_build_time(model, message):
+    for build in (
+        lambda: create_self_moa(model),
+        lambda: create_moa([[FakeChatModel(), model]], aggregator=FakeChatModel()),
+        lambda: create_self_moa(FakeChatModel(), aggregator=model),
+        lambda: create_from_spec({"layers": [[model]]}),
+    ):
+        with pytest.raises(ModelResolutionError) as err:
+            build()  # building, not invoking: no call was needed to find it
+        assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_incomplete_model_string_is_one_line_from_the_cli():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert cli_main(["run", "--model", "openai:", "Hi"]) == 2
+    assert err.getvalue() == (
+        "selfmoa: error: model 'openai:' names no model after 'openai:'; write 'openai:MODEL', e.g. "
+        "'openai:gpt-4o-mini'\n"
+    )
+
+
+# --- empty or over-long input: refused before any model call, by the library and the server -------
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": None}],
+        [{"role": "user", "content": ""}],
+        [{"role": "user", "content": "  \n "}],
+        [{"role": "user"}],
+        [{"role": "user", "content": []}],
+        [{"role": "user", "content": [{"type": "text", "text": ""}]}],
+        [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": None}],
+    ],
+)
+def test_empty_content_is_a_400_with_the_librarys_error(messages):
+    with app_client() as client:
+        response = client.post(URL, json={"model": "team", "messages": messages})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": NO_INPUT, "type": "invalid_request_error", "param": "messages", "code": "invalid_input"
+    }
+
+
+@pytest.mark.parametrize("messages", [[], [("user", "")], [("user", "   ")], [("system", "Be brief."), ("user", "")]])
+def test_the_library_refuses_empty_input_before_any_call(messages):
+    model = FakeChatModel()
+    graph = create_self_moa(model, samples=3).compile()
+    for run in (lambda: graph.invoke({"messages": messages}), lambda: asyncio.run(graph.ainvoke({"messages": messages}))):
+        with pytest.raises(InputError) as err:
+            run()
+        assert str(err.value) == NO_INPUT
+    assert model.calls == []
+
+
+def test_max_input_chars_refuses_before_any_call():
+    model = FakeChatModel()
+    graph = create_self_moa(model, samples=3, max_input_chars=1000).compile()
+    with pytest.raises(InputError) as err:
+        graph.invoke(ask("x" * 1001))
+    assert str(err.value) == (
+        "input is too long: 1,001 chars against max_input_chars=1,000; shorten the conversation or raise max_input_chars"
+    )
+    assert model.calls == []
+    assert graph.invoke(ask("x" * 1000))["answer"]
+
+
+@pytest.mark.parametrize("where", ["proposer", "aggregator"])
+def test_a_known_context_refuses_before_any_call(where):
+    small = FakeChatModel(model="small", profile={"max_input_tokens": 100})
+    big = FakeChatModel(model="big")
+    proposer, aggregator = (small, big) if where == "proposer" else (big, small)
+    graph = create_self_moa(proposer, aggregator=aggregator, samples=3).compile()
+    with pytest.raises(InputError) as err:
+        asyncio.run(graph.ainvoke(ask("y" * 2000)))
+    assert "about 500 tokens against a context of 100 tokens of model 'small'" in str(err.value)
+    assert small.calls == [] and big.calls == []
+
+
+def test_the_server_applies_max_input_chars_and_the_models_contexts():
+    with app_client(max_input_chars=50) as client:
+        response = client.post(URL, json={"model": "team", "messages": [{"role": "user", "content": "z" * 51}]})
+    assert response.status_code == 400 and "51 chars against max_input_chars=50" in response.json()["error"]["message"]

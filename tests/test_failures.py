@@ -1,11 +1,18 @@
-"""Failures and bad input: quorum, retries, aggregator errors, timeouts, one-line messages."""
+"""Failures and bad input: quorum, retries, aggregator errors, timeouts, one-line messages that say
+each failure once."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from pathlib import Path
 
 import pytest
-from helpers import ask, by_role
+from helpers import ask, by_role, free_port
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 
 from selfmoa import (
@@ -17,6 +24,7 @@ from selfmoa import (
     create_self_moa,
     create_self_moa_seq,
 )
+from selfmoa.cli import main as cli_main
 from selfmoa.testing import FakeChatModel
 
 FAST = {"retry_delay": 0.0}
@@ -173,3 +181,77 @@ def test_failure_rates_on_moa_and_seq_produce_answers_and_record_failures(rate, 
     assert bool(failed) == (rate > 0), "injected failures are recorded, and only those"
     steps = [i for a in result["aggregations"] for i in a["samples"]] if method == "seq" else []
     assert not set(steps) & {p["sample"] for p in failed}, "failed samples are never aggregated"
+
+
+# --- timeouts: a model that only blocks is cut on time under ainvoke too ------------------------
+
+
+class BlockingModel(BaseChatModel):
+    """Implements only the blocking `_generate`, and hangs in it."""
+
+    seconds: float = 10.0
+
+    @property
+    def _llm_type(self) -> str:
+        return "blocking"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        time.sleep(self.seconds)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage("late"))])
+
+
+def test_a_timed_out_blocking_model_does_not_hold_up_asyncio_run():
+    graph = create_self_moa(BlockingModel(), samples=3, timeout=0.5, max_attempts=1).compile()
+    started = time.perf_counter()
+    with pytest.raises(ProposalsFailedError) as err:
+        asyncio.run(graph.ainvoke(ask()))
+    elapsed = time.perf_counter() - started
+    assert elapsed < 3, f"the run ended after {elapsed:.1f}s; the timeout was 0.5s"
+    assert "3 of 3 proposals failed: TimeoutError: model call took longer than 0.5s" in str(err.value)
+
+
+def test_a_blocking_model_still_answers_under_ainvoke():
+    graph = create_self_moa(BlockingModel(seconds=0.01), samples=2, timeout=5).compile()
+    assert asyncio.run(graph.ainvoke(ask()))["answer"] == "late"
+
+
+# --- a failure is said once: grouped in the quorum error and in the CLI's output ------------------
+
+
+def test_the_cli_says_an_unreachable_endpoint_once(capsys):
+    model = f"openai:m@http://127.0.0.1:{free_port()}/v1"
+    assert cli_main(["run", "--model", model, "--samples", "6", "--timeout", "5", "What is 17*3?"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("Connection error") == 1, err
+    assert "6 of 6 proposals failed: OpenAIConnectionError: Connection error." in err and "(m[0-5])" in err
+    assert err.splitlines()[-1].startswith("selfmoa: error: only 0 of 6 proposals of layer 1 succeeded")
+
+
+def test_the_cli_summarises_failures_of_a_run_that_goes_on(capsys, providers):
+    providers(flaky=lambda name, **kw: FakeChatModel(model="flaky", fail_samples={1, 3, 5}))
+    spec = Path(os.environ.get("TMPDIR", "/tmp")) / f"flaky-{os.getpid()}.yaml"
+    spec.write_text("layers: [[{model: 'flaky:x', samples: 6}]]\nmax_attempts: 1\nmin_proposals: 2\n")
+    try:
+        assert cli_main(["run", "--spec", str(spec), "What is 17*3?"]) == 0
+    finally:
+        spec.unlink()
+    err = capsys.readouterr().err
+    assert "layer 1: 3 ok, 3 failed" in err
+    # The fake names the sample in its error, so there are three distinct errors, each said once.
+    for sample in (1, 3, 5):
+        assert err.count(f"(sample {sample})") == 1, err
+
+
+def _refused(call) -> str:
+    raise ConnectionRefusedError("connection refused by 127.0.0.1:9")
+
+
+def test_the_quorum_error_groups_identical_failures():
+    graph = create_self_moa(FakeChatModel(model="m", reply=_refused), samples=6, max_attempts=1).compile()
+    with pytest.raises(ProposalsFailedError) as err:
+        graph.invoke(ask())
+    assert str(err.value) == (
+        "only 0 of 6 proposals of layer 1 succeeded, 1 needed (min_proposals): 6 of 6 proposals failed: "
+        "ConnectionRefusedError: connection refused by 127.0.0.1:9 - cannot reach the endpoint; is the server "
+        "running and the base URL right? (m[0-5]); fix the model or endpoint, or lower min_proposals"
+    )

@@ -90,6 +90,21 @@ async def test_a_cancelled_waiter_gives_no_slot_away():
     limiter.release()
 
 
+async def test_a_waiter_cancelled_after_its_grant_gives_the_slot_back():
+    limiter = CallLimiter(1)
+    await limiter.aacquire()
+    waiter = asyncio.ensure_future(limiter.aacquire())
+    await asyncio.sleep(0.01)
+    limiter.release()  # on the waiter's own loop the slot is handed over at once
+    assert limiter.in_flight == 1
+    waiter.cancel()  # before the waiter ran again: the slot it was given must come back
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    assert limiter.in_flight == 0
+    await asyncio.wait_for(limiter.aacquire(), 1)
+    limiter.release()
+
+
 def test_limiter_stays_out_of_dumps_state_and_checkpoints():
     limiter = CallLimiter(2)
     spec = MoASpec(layers=[[{"model": "openai:m", "samples": 2}]], limiter=limiter)

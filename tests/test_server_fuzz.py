@@ -1,4 +1,4 @@
-"""No request body gets a 5xx from `POST /v1/chat/completions` (issue 13, defect 1).
+"""No request body gets a 5xx from `POST /v1/chat/completions`.
 
 Bodies come from three sources: hypothesis-jsonschema, drawing requests from the request
 schema the app declares in its own OpenAPI document (valid requests and, with a field
