@@ -2,13 +2,15 @@
 
 Shape of every graph::
 
-    START -> prepare -> propose (x k, Send) -> collect -> ... -> aggregate (Send) -> collect -> END
+    START -> prepare -> propose (x k, Send) -> collect -> ... -> aggregate (Send) -> END
+                                                 Self-MoA-Seq:  aggregate (Send) -> collect -> ...
 
 The nodes between the model calls (`prepare`, `collect` and the `route` edges) are the
 run's state machine in `selfmoa.nodes.run`; this module only wires them, with the
 graph's models and plan bound in. A one-shot aggregation is one `aggregate` step over
-every proposal (optionally after `review`); a sliding window (Self-MoA-Seq) sends one
-`aggregate` step per batch of samples, each together with the next batch's proposals.
+every proposal (optionally after `review`), which writes the answer and ends the run; a
+sliding window (Self-MoA-Seq) sends one `aggregate` step per batch of samples, each
+together with the next batch's proposals, and `collect` decides after each step.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ def build_graph(spec: MoASpec) -> StateGraph[Any, Any, Any, Any]:
     graph.add_edge(START, "prepare")
     graph.add_conditional_edges("prepare", node(route, name="route", trace=True), ["propose"])
     graph.add_edge("propose", "collect")
-    graph.add_edge("aggregate", "collect")
+    # One-shot aggregation writes the answer, so the run ends there; a window step goes
+    # back to `collect`, which decides whether another step follows.
+    graph.add_edge("aggregate", "collect" if spec.aggregator.window is not None else END)
     after_collect = node(route_via_review if spec.review else route, name="route", trace=True)
     graph.add_conditional_edges("collect", after_collect, ["propose", "aggregate", *(["review"] * spec.review), END])
     if spec.review:

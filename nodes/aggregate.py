@@ -26,6 +26,7 @@ from selfmoa.nodes.answers import AnswerOf, normalized, vote
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_references, with_references
 from selfmoa.nodes.errors import AggregationError
 from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, text_of, usage_of
+from selfmoa.nodes.run import answer_of_run
 from selfmoa.nodes.state import (
     AggregateTask,
     Aggregation,
@@ -168,6 +169,8 @@ class _Call:
         if "chosen" in record:
             synthesis["chosen"] = record["chosen"]
         updates: dict[str, Any] = {"synthesis": synthesis, "aggregations": [record]}
+        if task["kind"] == "aggregate":  # one-shot: the run ends here (the quorum held before it)
+            updates.update(answer_of_run(synthesis))
         if self.usage["calls"]:
             updates["usage"] = usage_delta(self.label, self.usage)
         warnings = [f"aggregation step {task['step']}: {w}" for w in (self.warning, warning) if w]

@@ -3,15 +3,17 @@
 One run, whatever the method::
 
     prepare -> route -> propose (x k, Send) -> collect -> route -> ...
-            ... -> aggregate (Send) -> collect -> END
+            ... -> aggregate (Send) -> END                   (one-shot)
+            ... -> aggregate (Send) -> collect -> route -> ... -> END   (sliding window)
 
 `prepare` fixes the run's plan. `collect` is the barrier after each superstep: it moves
-the proposals just made into `references`, applies the quorum and, once the last
-aggregation step has written the synthesis, finishes the run with it. `route` sends what
-comes next: the next layer's proposers; or, after the last layer, an aggregation step. A
-one-shot aggregation is a single window (every proposal, no reserved slots, one final
-step); a sliding window (Self-MoA-Seq) sends each step together with the next batch of
-samples, so new samples are drawn while the previous window is aggregated.
+the proposals just made into `references` and applies the quorum; in a sliding window it
+also decides, after each step, whether another follows, and finishes the run with the
+last synthesis. `route` sends what comes next: the next layer's proposers; or, after the
+last layer, an aggregation step. A one-shot aggregation is a single window (every
+proposal, no reserved slots, one final step) whose result is the answer; a sliding window
+(Self-MoA-Seq) sends each step together with the next batch of samples, so new samples
+are drawn while the previous window is aggregated.
 
 The graph's build-time pieces (its models, how a run's context becomes a plan) reach
 these nodes as one `Setup`, bound with `functools.partial`.
@@ -124,10 +126,9 @@ def collect(state: MoAState, *, setup: Setup) -> dict:
     before = state.get("tally") or Tally(succeeded=0, failed=0)
     update["tally"] = Tally(succeeded=before["succeeded"] + len(ok), failed=before["failed"] + len(pending) - len(ok))
     if plan["aggregator"]["window"] is None:
-        if state.get("batch", 0) == 0:  # the proposals are in; the quorum holds before the one aggregation
-            _layer_done(plan, layer, pending, ok)
-            return {**update, "batch": 1}
-        return {**update, **_finish(state, update["tally"])}
+        # The proposals are in and the quorum holds: the one aggregation step writes the answer.
+        _layer_done(plan, layer, pending, ok)
+        return {**update, "batch": 1}
     return {**update, **_window_done(state, setup, pending, ok, update["tally"])}
 
 
@@ -318,6 +319,15 @@ def _finish(state: MoAState, tally: Tally) -> dict:
     if tally["succeeded"] < plan["min_proposals"] or synthesis is None:
         last = [p for p in state.get("proposals", []) if p["layer"] == len(plan["layers"])]
         raise _quorum_error(last, len(plan["layers"]), tally["succeeded"], tally["failed"], plan["min_proposals"])
+    return answer_of_run(synthesis)
+
+
+def answer_of_run(synthesis: Synthesis) -> dict:
+    """The run's answer from its last synthesis: `answer`, and the conversation's next message.
+
+    The message keeps the id of the call that streamed it, so `stream_mode="messages"`
+    does not show the answer twice.
+    """
     message = AIMessage(
         synthesis["text"],
         id=synthesis["id"],

@@ -143,7 +143,7 @@ def load_config(path: str | Path) -> ServerConfig:
           layers:
             - - {model: "openai:gpt-4o-mini", samples: 3}
               - {model: "local", samples: 3}
-          aggregator: {model: "openai:gpt-4o-mini", mode: window, window: 4, reserved: 2}
+          aggregator: {model: "openai:gpt-4o-mini", window: 4, reserved: 2}
 
     Raises:
         SpecError: One line naming the file and the bad key or value.

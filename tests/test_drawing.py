@@ -39,8 +39,10 @@ def test_mermaid_drawing_matches_snapshot(name):
 def test_drawings_name_the_nodes_of_each_method():
     self_moa = GRAPHS["self_moa"]().compile().get_graph()
     seq = GRAPHS["self_moa_seq"]().compile().get_graph()
-    # One-shot and sliding-window aggregation are the same node: one step, or one per window.
-    for graph in (self_moa, seq):
+    # One-shot and sliding-window aggregation are the same node: one step, which ends the
+    # run, or one per window, each followed by `collect`.
+    for graph, after in ((self_moa, "__end__"), (seq, "collect")):
         assert set(graph.nodes) == {"__start__", "prepare", "propose", "collect", "aggregate", "__end__"}
         edges = {(e.source, e.target) for e in graph.edges}
-        assert {("collect", "aggregate"), ("aggregate", "collect"), ("collect", "propose")} <= edges
+        assert {("collect", "aggregate"), ("aggregate", after), ("collect", "propose")} <= edges
+        assert ("aggregate", "__end__" if after == "collect" else "collect") not in edges
