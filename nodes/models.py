@@ -554,36 +554,27 @@ def _blocking_only(model: BaseChatModel) -> bool:
 
 async def _in_daemon_thread(call: Callable[[], T]) -> T:
     """Await a blocking call run in a new daemon thread, which nobody joins if it is abandoned."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future = loop.create_future()
-    ctx = contextvars.copy_context()  # callbacks and streaming stay attached to the run
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():  # cancelled by the timeout: nobody waits for it any more
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def run() -> None:
-        result, error = None, None
-        try:
-            result = ctx.run(call)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the run ended without it
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name="selfmoa-call", daemon=True).start()
-    return await future
+    return await asyncio.wrap_future(_start_daemon(call))
 
 
 def _with_timeout(call: Callable[[], T], timeout: float) -> T:
     # A blocking call cannot be cancelled, so it runs in a daemon thread that is abandoned
-    # (not killed) when it overruns and cannot hold up interpreter exit; copying the
-    # context keeps callbacks and streaming attached to the run.
+    # (not killed) when it overruns and cannot hold up interpreter exit.
+    try:
+        return _start_daemon(call).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"model call took longer than {timeout:g}s") from None
+
+
+def _start_daemon(call: Callable[[], T]) -> concurrent.futures.Future:
+    """Start `call` in a daemon thread of its own; its outcome arrives in the returned future.
+
+    The thread runs in a copy of the caller's context, so callbacks and streaming stay
+    attached to the run; the future is marked running, so a waiter that gives up cannot
+    cancel it under the thread's feet.
+    """
     outcome: concurrent.futures.Future = concurrent.futures.Future()
+    outcome.set_running_or_notify_cancel()
     ctx = contextvars.copy_context()
 
     def run() -> None:
@@ -593,7 +584,4 @@ def _with_timeout(call: Callable[[], T], timeout: float) -> T:
             outcome.set_exception(exc)
 
     threading.Thread(target=run, name="selfmoa-call", daemon=True).start()
-    try:
-        return outcome.result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise TimeoutError(f"model call took longer than {timeout:g}s") from None
+    return outcome

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,13 @@ def _at_least(minimum: int, kind: type = int, strict: bool = False) -> Callable[
         return value
 
     return parse
+
+
+def _report_name(text: str) -> str:
+    """An argparse type: a report's file name, without directories or a suffix."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", text):
+        raise argparse.ArgumentTypeError(f"must be a plain name such as 'patience' (letters, digits, - and _), got {text!r}")
+    return text
 
 
 def _port(text: str) -> int:
@@ -151,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="base seed of the samples (default: 0)")
     ev.add_argument("--threads", type=_at_least(1), help="CPU threads of the embedded models")
     ev.add_argument("--out", default="results", help="directory for the cache, table, JSON and plots")
+    ev.add_argument("--report", type=_report_name, default="results", metavar="NAME",
+                    help="file names of the table and figures in --out: NAME.md, NAME.json (default: results)")
     ev.add_argument("--no-diversity", action="store_true", help="skip the Vendi diversity (no embedding model)")
     ev.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress bars")

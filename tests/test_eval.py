@@ -298,3 +298,27 @@ def test_seq_with_patience_is_a_configuration_on_the_same_samples(tmp_path):
     assert [r["correct"] for r in early] == [r["correct"] for r in fixed]
     assert [p["text"] for p in early[0]["proposals"]] == [p["text"] for p in fixed[0]["proposals"]][:8]
     assert _calls() == 2 * (12 + 5 + 2)  # one draw of 12 per item, then the two aggregations' window calls
+
+
+def test_a_patience_report_sits_beside_the_main_one_and_compares_with_fixed_n(tmp_path, capsys):
+    argv = ["eval", "--task", "hellaswag", "--methods", "seq", "--models", "evalfake:a", "--limit", "2",
+            "--samples", "12", "--aggregations", "synthesize", "--patience", "1", "--out", str(tmp_path),
+            "--no-diversity", "--report", "patience", "--quiet"]
+    assert main(argv) == 0
+    assert not (tmp_path / "results.md").exists()
+    assert (tmp_path / "patience-samples.png").exists() or (tmp_path / "patience-accuracy.png").exists()
+    figures = json.loads((tmp_path / "patience.json").read_text())
+    rows = {r["config"]: r for r in figures["rows"]}
+    early = rows["seq k=12 synthesize patience=1"]
+    # The same samples, the same answers (the fake aggregator never changes its mind): no
+    # discordant item, and 10 calls per item against 17 (see the test above).
+    assert early["vs_fixed"]["a_only"] == early["vs_fixed"]["b_only"] == 0 and early["vs_fixed"]["items"] == 2
+    assert "vs_fixed" not in rows["seq k=12 synthesize"]
+    table = (tmp_path / "patience.md").read_text()
+    assert "10.00 calls per item against 17.00 (41.2% fewer)" in table
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden"])
+def test_a_report_name_is_a_plain_name(name, capsys):
+    assert main(["eval", "--task", "hellaswag", "--report", name]) == 2
+    assert "must be a plain name" in capsys.readouterr().err

@@ -49,8 +49,8 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         "elapsed_s": time.perf_counter() - started,
     }
     report = build_report(by_config, meta, embed)
-    written = write_report(report, out, with_plots=not args.no_plots)
+    written = write_report(report, out, with_plots=not args.no_plots, name=args.report)
     if not args.quiet:
-        print((out / "results.md").read_text(encoding="utf-8"), file=sys.stderr)
+        print((out / f"{args.report}.md").read_text(encoding="utf-8"), file=sys.stderr)
         print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0

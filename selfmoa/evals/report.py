@@ -33,9 +33,11 @@ def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: 
         computed.setdefault(keys, name)
         rows.append(row)
     for row in rows:
-        for against in ("single", _vote_of(row["config"])):
+        fixed = re.sub(r" patience=\d+$", "", row["config"])  # the same seq run to its last sample
+        pairs = {"single": "single", "vote": _vote_of(row["config"]), "fixed": fixed}
+        for key, against in pairs.items():
             if against and against != row["config"] and by_config.get(against) and by_config.get(row["config"]):
-                row[f"vs_{'single' if against == 'single' else 'vote'}"] = _paired(by_config[row["config"]], by_config[against])
+                row[f"vs_{key}"] = _paired(by_config[row["config"]], by_config[against])
     # A computation reported under two names counts once in the fit.
     fit = fit_quality_diversity([r for r in rows if r.get("items") and not r.get("same_as")])
     return {"meta": meta, "rows": rows, "fit": fit, "diversity_method": diversity_method(embed)}
@@ -103,6 +105,17 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(r.get('oracle'))} | {_fmt(r['diversity'], 2)} | {r['calls_per_item']:.1f} "
             f"| {r['input_tokens_per_item']:.0f} | {r['output_tokens_per_item']:.0f} | {r['errors']} |"
         )
+    by_name = {r["config"]: r for r in report["rows"]}
+    for r in report["rows"]:
+        base = by_name.get(re.sub(r" patience=\d+$", "", r["config"]))
+        if r.get("vs_fixed") and base and base.get("calls_per_item"):
+            fewer = 1 - r["calls_per_item"] / base["calls_per_item"]
+            lines += ["", (
+                f"*{r['config']}* against *{base['config']}* on the same samples: {r['calls_per_item']:.2f} calls "
+                f"per item against {base['calls_per_item']:.2f} ({fewer:.1%} fewer), accuracy {r['accuracy']:.3f} "
+                f"against {base['accuracy']:.3f} (95% interval of the latter [{base['interval'][0]:.2f}, "
+                f"{base['interval'][1]:.2f}]); paired: {_test(r['vs_fixed'])}."
+            )]
     fit = report["fit"]
     lines.append("")
     if report.get("diversity_method"):
@@ -136,7 +149,7 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.machine()}, Python {platform.python_version()}"
 
 
-def plots(report: dict[str, Any], out: Path) -> list[Path]:
+def plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
     """PNG plots: accuracy per config, quality/diversity vs accuracy, accuracy vs samples."""
     import matplotlib
 
@@ -156,7 +169,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
     ax.set_title(f"{task}: accuracy per configuration (n={rows[0]['items'] if rows else 0})")
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     fig.tight_layout()
-    written.append(out / "accuracy.png")
+    written.append(out / f"{prefix}accuracy.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
@@ -176,7 +189,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
                  f"({fit['configs']} configs)" if "alpha" in fit else f"no fit: {fit['note']}")
         fig.suptitle(f"{task}: quality vs diversity — {title}", fontsize=9)
         fig.tight_layout()
-        written.append(out / "quality_diversity.png")
+        written.append(out / f"{prefix}quality_diversity.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
 
@@ -205,18 +218,23 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         ax.set_title(f"{task}: accuracy vs samples (n={rows[0]['items']} items, same samples for every line)", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        written.append(out / "samples.png")
+        written.append(out / f"{prefix}samples.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written
 
 
-def write_report(report: dict[str, Any], out: Path, *, with_plots: bool = True) -> list[Path]:
-    """Write results.json, results.md and (optionally) the plots into `out`."""
+def write_report(report: dict[str, Any], out: Path, *, with_plots: bool = True, name: str = "results") -> list[Path]:
+    """Write NAME.json, NAME.md and (optionally) the plots into `out`.
+
+    Several reports can share one directory, and so its cache: the default name writes
+    `results.*` and plain plot names (`samples.png`), any other prefixes the plots too
+    (`patience-samples.png`).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    (out / "results.md").write_text(markdown(report), encoding="utf-8")
-    written = [out / "results.json", out / "results.md"]
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / f"{name}.md").write_text(markdown(report), encoding="utf-8")
+    written = [out / f"{name}.json", out / f"{name}.md"]
     if with_plots:
-        written += plots(report, out)
+        written += plots(report, out, prefix="" if name == "results" else f"{name}-")
     return written
