@@ -99,7 +99,7 @@ def _labels(plan: Plan) -> list[str]:
 
 def collect(state: MoAState, *, setup: Setup) -> dict:
     """The barrier after each superstep: take in the proposals just made, go on or finish."""
-    plan, layer = state["plan"], state.get("layer", 0)
+    plan, layer = state["plan"], state.get("layer", 1)
     pending = sorted(state.get("pending", []), key=lambda p: (p["sample"], p["model"]))
     if plan["sampling"] == "n":
         missing = _missing(plan, layer, state.get("batch", 0), pending)
@@ -121,7 +121,7 @@ def collect(state: MoAState, *, setup: Setup) -> dict:
             update["proposals"] = Overwrite(pending)
         if len(state.get("aggregations", [])) > 1:
             update["aggregations"] = Overwrite(state["aggregations"][-1:])
-    if layer < len(plan["layers"]) - 1:
+    if layer < len(plan["layers"]):
         return {**update, **_next_layer(plan, layer, pending, ok)}
     before = state.get("tally") or Tally(succeeded=0, failed=0)
     update["tally"] = Tally(succeeded=before["succeeded"] + len(ok), failed=before["failed"] + len(pending) - len(ok))
@@ -134,16 +134,16 @@ def collect(state: MoAState, *, setup: Setup) -> dict:
 
 def _layer_done(plan: Plan, layer: int, pending: list[Proposal], ok: list[Proposal]) -> None:
     get_stream_writer()(
-        {"selfmoa": "layer", "layer": layer + 1, "succeeded": len(ok), "failed": len(pending) - len(ok)}
+        {"selfmoa": "layer", "layer": layer, "succeeded": len(ok), "failed": len(pending) - len(ok)}
     )
     if len(ok) < plan["min_proposals"]:
-        raise _quorum_error(pending, layer + 1, len(ok), len(pending) - len(ok), plan["min_proposals"])
+        raise _quorum_error(pending, layer, len(ok), len(pending) - len(ok), plan["min_proposals"])
 
 
 def _next_layer(plan: Plan, layer: int, pending: list[Proposal], ok: list[Proposal]) -> dict:
     _layer_done(plan, layer, pending, ok)
     # The next layer's proposers all see these references; the aggregators trim their own.
-    names = [f"layer {layer + 1} sample {p['sample']}" for p in ok]
+    names = [f"layer {layer} sample {p['sample']}" for p in ok]
     references, warning = trim_references([p["text"] for p in ok], names, plan["max_reference_chars"])
     return {"references": references, "layer": layer + 1, **({"warnings": [warning]} if warning else {})}
 
@@ -175,7 +175,7 @@ def route(state: MoAState, *, review: bool = False) -> list[Send] | str:
     """
     if state.get("answer"):
         return END
-    plan, layer, batch = state["plan"], state.get("layer", 0), state.get("batch", 0)
+    plan, layer, batch = state["plan"], state.get("layer", 1), state.get("batch", 0)
     if state.get("missing"):
         return [send for i in state["missing"] for send in _proposals(state, plan, layer, range(i, i + 1))]
     batches = _layer_batches(plan, layer)
@@ -227,7 +227,7 @@ def _missing(plan: Plan, layer: int, batch: int, pending: list[Proposal]) -> lis
 
 def _layer_batches(plan: Plan, layer: int) -> list[range]:
     """Sample indices of a layer, per batch: the last layer's may slide through a window."""
-    return _batches(plan) if layer == len(plan["layers"]) - 1 else [range(_size(plan["layers"][layer]))]
+    return _batches(plan) if layer == len(plan["layers"]) else [range(_size(plan["layers"][layer - 1]))]
 
 
 def _batches(plan: Plan) -> list[range]:
@@ -243,11 +243,11 @@ def _size(proposers: list[PlanProposer]) -> int:
 
 
 def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[Send]:
-    references = state.get("references", []) if layer > 0 else []
+    references = state.get("references", []) if layer > 1 else []
     sends = []
-    for first, n, proposer, offset in _requests(plan["layers"][layer], indices, plan["sampling"] == "n"):
+    for first, n, proposer, offset in _requests(plan["layers"][layer - 1], indices, plan["sampling"] == "n"):
         task = ProposeTask(
-            layer=layer + 1,
+            layer=layer,
             sample=first,
             model=proposer["model"],
             temperature=proposer["temperature"],

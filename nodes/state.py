@@ -296,7 +296,7 @@ class MoAState(OutputState):
     plan: NotRequired[Plan]
     """The run's plan, fixed by `prepare`."""
     layer: NotRequired[int]
-    """0-based index of the layer whose proposals are in flight."""
+    """The layer whose proposals are in flight, numbered from 1 as in the records."""
     batch: NotRequired[int]
     """Batches of the last layer drawn so far (one-shot aggregation: one batch of every sample)."""
     pending: NotRequired[Annotated[list[Proposal], operator.add]]
@@ -330,6 +330,6 @@ def new_run() -> dict[str, Any]:
         "synthesis": None,
         "tally": Tally(succeeded=0, failed=0),
         "settle": None,
-        "layer": 0,
+        "layer": 1,
         "batch": 0,
     }
