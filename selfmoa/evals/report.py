@@ -59,6 +59,54 @@ def _paired(a: list[dict], b: list[dict]) -> dict[str, Any]:
     return {"items": len(both), **test}
 
 
+def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
+    """What the table shows, as sentences computed from its numbers, losses included.
+
+    The best configuration and its paired test against `single`; every configuration
+    significantly better or worse than `single` (exact McNemar p < `alpha`); where choosing
+    by vote differs significantly from another aggregation of the same samples; and how
+    much of the oracle (any sample right) the best aggregation reaches.
+
+    Example:
+        >>> rows = [{"config": "single", "items": 50, "correct": 20, "accuracy": 0.4},
+        ...         {"config": "self-moa k=4 vote", "items": 50, "correct": 15, "accuracy": 0.3, "oracle": 0.6,
+        ...          "vs_single": {"items": 50, "a_only": 2, "b_only": 9, "p": 0.065}}]
+        >>> for line in findings({"rows": rows}):
+        ...     print(line)
+        The best configuration is single, right on 20 of 50 items (0.400).
+        No configuration differs significantly from single (paired exact McNemar, p < 0.05).
+        At least one sample was right on 0.600 of items (self-moa k=4 vote); the best aggregation of them reached 0.300.
+    """
+    rows = [r for r in report["rows"] if r.get("items") and not r.get("same_as")]
+    if not rows:
+        return []
+    best = max(rows, key=lambda r: (r["accuracy"], -r.get("calls_per_item", 0)))
+    out = [f"The best configuration is {best['config']}, right on {best['correct']} of {best['items']} items "
+           f"({best['accuracy']:.3f})" + (f"; against single {_test(best['vs_single'])}." if best.get("vs_single") else ".")]
+    better = [r for r in rows if (t := r.get("vs_single")) and t["p"] < alpha and t["a_only"] > t["b_only"]]
+    worse = [r for r in rows if (t := r.get("vs_single")) and t["p"] < alpha and t["a_only"] < t["b_only"]]
+    if not better and not worse:
+        out.append(f"No configuration differs significantly from single (paired exact McNemar, p < {alpha:g}).")
+    for label, group in (("better", better), ("worse", worse)):
+        if group:
+            listed = "; ".join(f"{r['config']} {_test(r['vs_single'])}" for r in group)
+            out.append(f"Significantly {label} than single (p < {alpha:g}): {listed}.")
+    against_vote = [r for r in rows if (t := r.get("vs_vote")) and t["p"] < alpha]
+    if against_vote:
+        listed = "; ".join(
+            f"{r['config']} {'beats' if r['vs_vote']['a_only'] > r['vs_vote']['b_only'] else 'loses to'} vote "
+            f"{_test(r['vs_vote'])}" for r in against_vote
+        )
+        out.append(f"On the same samples: {listed}.")
+    with_oracle = [r for r in rows if r.get("oracle") is not None]
+    if with_oracle:
+        top = max(with_oracle, key=lambda r: r["oracle"])
+        reached = max(r["accuracy"] for r in rows if r["config"] != "single")
+        out.append(f"At least one sample was right on {top['oracle']:.3f} of items ({top['config']}); "
+                   f"the best aggregation of them reached {reached:.3f}.")
+    return out
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -116,6 +164,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"against {base['accuracy']:.3f} (95% interval of the latter [{base['interval'][0]:.2f}, "
                 f"{base['interval'][1]:.2f}]); paired: {_test(r['vs_fixed'])}."
             )]
+    lines += ["", "What this shows (computed from the table):", ""] + [f"- {f}" for f in findings(report)]
     fit = report["fit"]
     lines.append("")
     if report.get("diversity_method"):
