@@ -123,12 +123,13 @@ def collect(state: MoAState, *, setup: Setup) -> dict:
             update["aggregations"] = Overwrite(state["aggregations"][-1:])
     if layer < len(plan["layers"]):
         return {**update, **_next_layer(plan, layer, pending, ok)}
-    before = state.get("tally") or Tally(succeeded=0, failed=0)
-    update["tally"] = Tally(succeeded=before["succeeded"] + len(ok), failed=before["failed"] + len(pending) - len(ok))
     if plan["aggregator"]["window"] is None:
         # The proposals are in and the quorum holds: the one aggregation step writes the answer.
         _layer_done(plan, layer, pending, ok)
         return {**update, "batch": 1}
+    # A window's quorum counts every batch, whatever `proposals` keeps: a running tally.
+    before = state.get("tally") or Tally(succeeded=0, failed=0)
+    update["tally"] = Tally(succeeded=before["succeeded"] + len(ok), failed=before["failed"] + len(pending) - len(ok))
     return {**update, **_window_done(state, setup, pending, ok, update["tally"])}
 
 

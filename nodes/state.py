@@ -115,7 +115,7 @@ class Plan(TypedDict):
 
 
 class Tally(TypedDict):
-    """Proposals of the last layer so far, whatever `proposals` keeps."""
+    """Proposals of the last layer so far (sliding-window mode), whatever `proposals` keeps."""
 
     succeeded: int
     failed: int

@@ -33,8 +33,7 @@ def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: 
         computed.setdefault(keys, name)
         rows.append(row)
     for row in rows:
-        fixed = re.sub(r" patience=\d+$", "", row["config"])  # the same seq run to its last sample
-        pairs = {"single": "single", "vote": _vote_of(row["config"]), "fixed": fixed}
+        pairs = {"single": "single", "vote": _vote_of(row["config"]), "fixed": _fixed_of(row["config"])}
         for key, against in pairs.items():
             if against and against != row["config"] and by_config.get(against) and by_config.get(row["config"]):
                 row[f"vs_{key}"] = _paired(by_config[row["config"]], by_config[against])
@@ -50,6 +49,11 @@ def _vote_of(config: str) -> str | None:
         m2 = re.fullmatch(r"seq (k=\d+) .*", config)
         return f"self-moa {m2.group(1)} vote" if m2 else None
     return f"{m.group(1)} vote"
+
+
+def _fixed_of(config: str) -> str:
+    """The same seq run to its last sample: 'seq k=12 synthesize patience=2' -> 'seq k=12 synthesize'."""
+    return re.sub(r" patience=\d+$", "", config)
 
 
 def _paired(a: list[dict], b: list[dict]) -> dict[str, Any]:
@@ -155,7 +159,7 @@ def markdown(report: dict[str, Any]) -> str:
         )
     by_name = {r["config"]: r for r in report["rows"]}
     for r in report["rows"]:
-        base = by_name.get(re.sub(r" patience=\d+$", "", r["config"]))
+        base = by_name.get(_fixed_of(r["config"]))
         if r.get("vs_fixed") and base and base.get("calls_per_item"):
             fewer = 1 - r["calls_per_item"] / base["calls_per_item"]
             lines += ["", (
