@@ -2,8 +2,10 @@
 
 One module per concern: `state` (typed state, plan and task payloads), `run` (the run's
 state machine: prepare, collect, route), `propose` and `aggregate` (the model-calling
-nodes), `review` (the optional human check), `models` (model resolution, the provider
-registry, the call policy and usage), `answers`, `inputs`, `calls`, `limiter`, `errors`.
+nodes), `review` (the optional human check), `models` (the provider registry, model
+resolution and usage), `policy` (retries and time limits of each call), `errors` (the
+errors and how a failed call is described), `secrets` (keys kept out of every text),
+`answers`, `inputs`, `calls`, `limiter`.
 The names below are those the graphs and the rest of the package use.
 """
 
@@ -17,7 +19,6 @@ from selfmoa.nodes.errors import (
 )
 from selfmoa.nodes.limiter import CallLimiter
 from selfmoa.nodes.models import (
-    CallPolicy,
     ModelLike,
     ModelTable,
     create_model,
@@ -26,6 +27,7 @@ from selfmoa.nodes.models import (
     resolve_model,
     unregister_model_provider,
 )
+from selfmoa.nodes.policy import CallPolicy
 from selfmoa.nodes.review import review
 from selfmoa.nodes.state import EnsembleContext, InputState, MoAState, OutputState
 

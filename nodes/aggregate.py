@@ -24,8 +24,9 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from selfmoa.nodes.answers import AnswerOf, normalized, vote
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_references, with_references
-from selfmoa.nodes.errors import AggregationError
-from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, text_of, usage_of
+from selfmoa.nodes.errors import AggregationError, describe_error
+from selfmoa.nodes.models import ModelTable, text_of, usage_of
+from selfmoa.nodes.policy import CallPolicy
 from selfmoa.nodes.run import answer_of_run
 from selfmoa.nodes.state import (
     AggregateTask,

@@ -1,33 +1,26 @@
-"""Turning model names into chat models, and calling them with retries and a time limit.
+"""Turning model names into chat models: the provider registry, resolution and usage.
 
 A model is either a LangChain chat model instance or a string. Strings are resolved lazily,
 on first use, so that building a graph creates no client and reads no API key: keys are
 read by the client from the environment when it is created, and never enter graph state.
+How a model is called (retries, time limit) is `selfmoa.nodes.policy`; how a failure is
+described, `selfmoa.nodes.errors`; which key values are hidden, `selfmoa.nodes.secrets`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import contextvars
-import os
-import re
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import RunnableConfig
-from pydantic import SecretStr
+from langchain_core.messages import BaseMessage
 
 from selfmoa.nodes.errors import ModelResolutionError, SelfMoAError
-from selfmoa.nodes.limiter import CallLimiter
+from selfmoa.nodes.secrets import SECRET_NAME, redact, remember_model_secrets, remember_secret
 from selfmoa.nodes.state import TokenUsage
-
-T = TypeVar("T")
 
 ModelLike = str | BaseChatModel
 """A chat model instance, or a string such as `"openai:gpt-4o-mini"` or `"local"`."""
@@ -35,18 +28,6 @@ ModelLike = str | BaseChatModel
 _PROVIDERS: dict[str, _Provider] = {}
 _CACHE: dict[str, BaseChatModel] = {}
 _CACHE_LOCK = threading.RLock()  # a provider may register another while it is resolved
-
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.I)
-# Key shapes redacted even when their value is unknown: OpenAI-style keys, bearer tokens,
-# and keys in URL query strings (some providers take them there).
-_KEY_SHAPES = re.compile(
-    r"(?P<keep>\bBearer\s+|[?&](?:key|api_key|apikey|api-key|token|access_token)=)[^&\s\"',;]{8,}"
-    r"|\bsk-[A-Za-z0-9_\-]{8,}",
-    re.I,
-)
-_DUMMY_KEYS = frozenset({"unused", "not-needed", "EMPTY", "none", "sk-no-key-required"})
-_KNOWN_SECRETS: set[str] = set()  # key values the resolver handed to a client in this process
-_MIN_SECRET = 8  # shorter values would redact ordinary words
 
 
 class _Provider(NamedTuple):
@@ -174,7 +155,7 @@ def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
     """
     spec = check_model_string(spec)
     for name, value in kwargs.items():
-        if _SECRET_NAME.search(name):
+        if SECRET_NAME.search(name):
             remember_secret(value)  # an explicit api_key=... never shows in an error either
     prefix, _, rest = spec.partition(":")
     try:
@@ -235,43 +216,6 @@ def check_model_string(spec: Any) -> str:
     return spec
 
 
-def remember_secret(value: Any) -> None:
-    """Add a key value to those that `redact` removes from every error text.
-
-    The resolver calls it for each key it hands to a client; call it for keys your own
-    code gives to chat models that selfmoa does not create.
-
-    Example:
-        >>> remember_secret("my-secret-value-123")
-        >>> redact("rejected key my-secret-value-123")
-        'rejected key ***'
-    """
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if isinstance(value, str) and len(value) >= _MIN_SECRET and value not in _DUMMY_KEYS:
-        _KNOWN_SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    """`text` without API keys: known key values, secret-named environment variables, key shapes.
-
-    Known values are the keys the resolver handed to clients (`OPENAI_API_KEY`, `?key_env=`
-    variables, an explicit `api_key`) and those of chat model instances given to a graph;
-    the environment is read each time, so a key set after import is covered too. Shapes
-    are `sk-...` keys, bearer tokens and `key=`/`token=` query values.
-
-    Example:
-        >>> redact("Incorrect API key provided: sk-abcdef0123456789; header Bearer abc.def.ghi.jkl")
-        'Incorrect API key provided: ***; header Bearer ***'
-    """
-    values = set(_KNOWN_SECRETS)
-    values.update(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET)
-    for value in sorted(values - _DUMMY_KEYS, key=len, reverse=True):
-        if value in text:
-            text = text.replace(value, "***")
-    return _KEY_SHAPES.sub(lambda m: (m.group("keep") or "") + "***", text)
-
-
 def _resolution_error(spec: str, exc: Exception) -> ModelResolutionError:
     text = redact(" ".join(str(exc).split()))
     if "api_key" in text or "API key" in text or "api key" in text.lower():
@@ -320,7 +264,7 @@ class ModelTable:
         if isinstance(model, str):
             check_model_string(model)  # at build time: an incomplete string fails here, not at the first call
         else:
-            _remember_model_secrets(model)
+            remember_model_secrets(model)
         base = model_label(model)
         label, n = base, 1
         while label in self._models and not _same(self._models[label], model):
@@ -345,14 +289,6 @@ class ModelTable:
             return spec
         cached = _CACHE.get(spec)
         return cached if cached is not None else await asyncio.to_thread(resolve_model, spec)
-
-
-def _remember_model_secrets(model: BaseChatModel) -> None:
-    # A client made by the caller (ChatOpenAI(api_key=...)) holds its key as a SecretStr field.
-    for name in type(model).model_fields:
-        value = getattr(model, name, None)
-        if isinstance(value, SecretStr):
-            remember_secret(value)
 
 
 def context_tokens(model: BaseChatModel) -> int | None:
@@ -387,201 +323,3 @@ def usage_of(message: BaseMessage) -> TokenUsage:
 def text_of(message: BaseMessage) -> str:
     """The text of a model's reply (content blocks joined), as the model wrote it."""
     return message.text if hasattr(message, "text") else str(message.content)
-
-
-def status_of(exc: BaseException) -> int | None:
-    """The HTTP status of a failed call, as the SDKs put it on their errors (None: no response).
-
-    Example:
-        >>> class Rejected(Exception):
-        ...     status_code = 401
-        >>> status_of(Rejected()), status_of(ValueError())
-        (401, None)
-    """
-    status = getattr(exc, "status_code", None)
-    if status is None:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether a failed call is worth another attempt (timeouts, connection errors, 408/429/5xx)."""
-    status = status_of(exc)
-    if status is not None:
-        return status in (408, 409, 429) or status >= 500
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
-    # Anything else but a programming or input error may pass on a second attempt (the SDKs'
-    # timeout and connection errors included, whatever their names).
-    return not isinstance(exc, (ValueError, TypeError, LookupError, AttributeError, ImportError, NotImplementedError))
-
-
-_STATUS_HINTS = {
-    401: "the endpoint rejected the API key; check the key's environment variable",
-    403: "the API key may not use this model",
-    404: "the endpoint does not know this model name; check it",
-    429: "rate limited by the endpoint; lower the samples or max_concurrency",
-}
-
-
-def _hint(exc: BaseException, text: str) -> str | None:
-    # Read from the HTTP status and the chain of causes, not from class names: the SDKs
-    # wrap the socket's ConnectionError (openai: APIConnectionError from httpx from OSError).
-    status = status_of(exc)
-    if status == 400 and "context" in text.lower():
-        return "the prompt is longer than the model's context; shorten it, use fewer samples or a larger context"
-    if status in _STATUS_HINTS:
-        return _STATUS_HINTS[status]
-    cause: BaseException | None = exc
-    for _ in range(8):  # a bounded walk: a cause chain can loop
-        if cause is None:
-            return None
-        if isinstance(cause, ConnectionError):
-            return "cannot reach the endpoint; is the server running and the base URL right?"
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming the error type, its message and, for known API errors, the fix.
-
-    Every error text that selfmoa keeps (a proposal's `error`, exception messages, hence
-    checkpoints, the CLI's output and the server's responses) comes from here, so API keys
-    are removed here (see `redact`).
-
-    Example:
-        >>> describe_error(PermissionError("Incorrect API key provided: sk-proj-0123456789abcdef"))
-        'PermissionError: Incorrect API key provided: ***'
-        >>> describe_error(ConnectionRefusedError("[Errno 111] Connection refused"))  # doctest: +ELLIPSIS
-        'ConnectionRefusedError: [Errno 111] Connection refused - cannot reach the endpoint; ...'
-    """
-    name = type(exc).__name__
-    # Redacted before cutting, so that a key split by the cut cannot survive in part.
-    text = redact(" ".join(str(exc).split()))[:300]
-    hint = _hint(exc, text)
-    return " - ".join([f"{name}: {text}" if text else name, *([hint] if hint else [])])
-
-
-class CallPolicy:
-    """How a node calls its model: attempts, pause between them and a per-call time limit.
-
-    Args:
-        max_attempts: Attempts per call (1 means no retry). Set 1 when the client already
-            retries, so there is one retry layer.
-        retry_delay: Seconds before the first retry, doubled each time.
-        timeout: Seconds one attempt may take, or None for no limit.
-        limiter: A `CallLimiter` shared with other graphs, held around each attempt
-            (waiting for it does not count against `timeout`), or None.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_attempts: int = 2,
-        retry_delay: float = 0.5,
-        timeout: float | None = None,
-        limiter: CallLimiter | None = None,
-    ):
-        self.max_attempts = max_attempts
-        self.retry_delay = retry_delay
-        self.timeout = timeout
-        self.limiter = limiter
-
-    def _attempt(self, call: Callable[[], T]) -> T:
-        with self.limiter or contextlib.nullcontext():
-            return call() if self.timeout is None else _with_timeout(call, self.timeout)
-
-    async def _aattempt(self, call: Callable[[], Awaitable[T]]) -> T:
-        async with self.limiter or contextlib.nullcontext():
-            return await self._atimed(call)
-
-    async def _atimed(self, call: Callable[[], Awaitable[T]]) -> T:
-        if self.timeout is None:
-            return await call()
-        try:
-            return await asyncio.wait_for(call(), self.timeout)
-        except TimeoutError:
-            raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
-
-    def run(self, call: Callable[[], T]) -> T:
-        """Run a blocking call with retries and the time limit; raises the last error."""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return self._attempt(call)
-            except Exception as exc:  # noqa: BLE001 - decided by is_retryable
-                if attempt == self.max_attempts or not is_retryable(exc):
-                    raise
-                time.sleep(self.retry_delay * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
-
-    async def arun(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Await a call with retries and the time limit; raises the last error."""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return await self._aattempt(call)
-            except Exception as exc:  # noqa: BLE001 - decided by is_retryable
-                if attempt == self.max_attempts or not is_retryable(exc):
-                    raise
-                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
-
-    def invoke(
-        self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
-    ) -> AIMessage:
-        """`model.invoke` under this policy."""
-        return self.run(lambda: model.invoke(list(messages), config, **kwargs))  # type: ignore[return-value]
-
-    async def ainvoke(
-        self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
-    ) -> AIMessage:
-        """`model.ainvoke` under this policy.
-
-        A model with only the blocking path (`_generate`, no `_agenerate` or `_astream`)
-        is called in a daemon thread of its own: LangChain would run it in the event loop's
-        default executor, which `asyncio.run` joins on exit, so a call abandoned at its
-        timeout would hold the whole run until it returned.
-        """
-        if _blocking_only(model):
-            call = lambda: model.invoke(list(messages), config, **kwargs)  # noqa: E731
-            return await self.arun(lambda: _in_daemon_thread(call))  # type: ignore[return-value]
-        return await self.arun(lambda: model.ainvoke(list(messages), config, **kwargs))  # type: ignore[return-value]
-
-
-def _blocking_only(model: BaseChatModel) -> bool:
-    cls = type(model)
-    return cls._agenerate is BaseChatModel._agenerate and cls._astream is BaseChatModel._astream
-
-
-async def _in_daemon_thread(call: Callable[[], T]) -> T:
-    """Await a blocking call run in a new daemon thread, which nobody joins if it is abandoned."""
-    return await asyncio.wrap_future(_start_daemon(call))
-
-
-def _with_timeout(call: Callable[[], T], timeout: float) -> T:
-    # A blocking call cannot be cancelled, so it runs in a daemon thread that is abandoned
-    # (not killed) when it overruns and cannot hold up interpreter exit.
-    try:
-        return _start_daemon(call).result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise TimeoutError(f"model call took longer than {timeout:g}s") from None
-
-
-def _start_daemon(call: Callable[[], T]) -> concurrent.futures.Future:
-    """Start `call` in a daemon thread of its own; its outcome arrives in the returned future.
-
-    The thread runs in a copy of the caller's context, so callbacks and streaming stay
-    attached to the run; the future is marked running, so a waiter that gives up cannot
-    cancel it under the thread's feet.
-    """
-    outcome: concurrent.futures.Future = concurrent.futures.Future()
-    outcome.set_running_or_notify_cancel()
-    ctx = contextvars.copy_context()
-
-    def run() -> None:
-        try:
-            outcome.set_result(ctx.run(call))
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-            outcome.set_exception(exc)
-
-    threading.Thread(target=run, name="selfmoa-call", daemon=True).start()
-    return outcome

@@ -11,7 +11,9 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, with_references
-from selfmoa.nodes.models import CallPolicy, ModelTable, describe_error, is_retryable, text_of, usage_of
+from selfmoa.nodes.errors import describe_error
+from selfmoa.nodes.models import ModelTable, text_of, usage_of
+from selfmoa.nodes.policy import CallPolicy, is_retryable
 from selfmoa.nodes.state import Proposal, ProposeTask, TokenUsage, add_usage, usage_delta, zero_tokens
 
 CHARS_PER_TOKEN = 4

@@ -33,7 +33,8 @@ from selfmoa.graphs import (
 from selfmoa.graphs.builder import group_failures
 from selfmoa.graphs.spec import MoASpec
 from selfmoa.nodes import SelfMoAError, SpecError, create_model
-from selfmoa.nodes.models import describe_error, redact
+from selfmoa.nodes.errors import describe_error
+from selfmoa.nodes.secrets import redact
 
 METHODS = ("self-moa", "moa", "seq")
 

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from langchain_core.language_models import BaseChatModel
 
 from selfmoa.nodes.errors import ModelResolutionError
-from selfmoa.nodes.models import remember_secret
+from selfmoa.nodes.secrets import remember_secret
 
 __all__ = ["check_openai_model", "loopback_http_clients", "openai_model"]
 

@@ -57,8 +57,9 @@ from selfmoa.nodes import (
     SpecError,
     create_model,
 )
+from selfmoa.nodes.errors import describe_error
 from selfmoa.nodes.inputs import check_input
-from selfmoa.nodes.models import describe_error, redact
+from selfmoa.nodes.secrets import redact
 
 __all__ = ["BUILTIN_PRESETS", "ServerConfig", "create_app", "load_config", "serve"]
 

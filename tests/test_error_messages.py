@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from selfmoa.nodes.models import describe_error, is_retryable, status_of
+from selfmoa.nodes.errors import describe_error, status_of
+from selfmoa.nodes.policy import is_retryable
 
 
 class APIStatusError(Exception):

@@ -1,0 +1,162 @@
+"""How a node calls its model: attempts, the pause between them, a time limit, a shared cap.
+
+A failed attempt is retried when `is_retryable` says it may pass next time (timeouts,
+connection errors, 408/409/429/5xx); the last error is raised for the node to record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig
+
+from selfmoa.nodes.errors import status_of
+from selfmoa.nodes.limiter import CallLimiter
+
+T = TypeVar("T")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failed call is worth another attempt (timeouts, connection errors, 408/429/5xx)."""
+    status = status_of(exc)
+    if status is not None:
+        return status in (408, 409, 429) or status >= 500
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    # Anything else but a programming or input error may pass on a second attempt (the SDKs'
+    # timeout and connection errors included, whatever their names).
+    return not isinstance(exc, (ValueError, TypeError, LookupError, AttributeError, ImportError, NotImplementedError))
+
+
+class CallPolicy:
+    """How a node calls its model: attempts, pause between them and a per-call time limit.
+
+    Args:
+        max_attempts: Attempts per call (1 means no retry). Set 1 when the client already
+            retries, so there is one retry layer.
+        retry_delay: Seconds before the first retry, doubled each time.
+        timeout: Seconds one attempt may take, or None for no limit.
+        limiter: A `CallLimiter` shared with other graphs, held around each attempt
+            (waiting for it does not count against `timeout`), or None.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 2,
+        retry_delay: float = 0.5,
+        timeout: float | None = None,
+        limiter: CallLimiter | None = None,
+    ):
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self.timeout = timeout
+        self.limiter = limiter
+
+    def _attempt(self, call: Callable[[], T]) -> T:
+        with self.limiter or contextlib.nullcontext():
+            return call() if self.timeout is None else _with_timeout(call, self.timeout)
+
+    async def _aattempt(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self.limiter or contextlib.nullcontext():
+            return await self._atimed(call)
+
+    async def _atimed(self, call: Callable[[], Awaitable[T]]) -> T:
+        if self.timeout is None:
+            return await call()
+        try:
+            return await asyncio.wait_for(call(), self.timeout)
+        except TimeoutError:
+            raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
+
+    def run(self, call: Callable[[], T]) -> T:
+        """Run a blocking call with retries and the time limit; raises the last error."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return self._attempt(call)
+            except Exception as exc:  # noqa: BLE001 - decided by is_retryable
+                if attempt == self.max_attempts or not is_retryable(exc):
+                    raise
+                time.sleep(self.retry_delay * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    async def arun(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await a call with retries and the time limit; raises the last error."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await self._aattempt(call)
+            except Exception as exc:  # noqa: BLE001 - decided by is_retryable
+                if attempt == self.max_attempts or not is_retryable(exc):
+                    raise
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def invoke(
+        self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
+    ) -> AIMessage:
+        """`model.invoke` under this policy."""
+        return self.run(lambda: model.invoke(list(messages), config, **kwargs))  # type: ignore[return-value]
+
+    async def ainvoke(
+        self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
+    ) -> AIMessage:
+        """`model.ainvoke` under this policy.
+
+        A model with only the blocking path (`_generate`, no `_agenerate` or `_astream`)
+        is called in a daemon thread of its own: LangChain would run it in the event loop's
+        default executor, which `asyncio.run` joins on exit, so a call abandoned at its
+        timeout would hold the whole run until it returned.
+        """
+        if _blocking_only(model):
+            call = lambda: model.invoke(list(messages), config, **kwargs)  # noqa: E731
+            return await self.arun(lambda: _in_daemon_thread(call))  # type: ignore[return-value]
+        return await self.arun(lambda: model.ainvoke(list(messages), config, **kwargs))  # type: ignore[return-value]
+
+
+def _blocking_only(model: BaseChatModel) -> bool:
+    cls = type(model)
+    return cls._agenerate is BaseChatModel._agenerate and cls._astream is BaseChatModel._astream
+
+
+async def _in_daemon_thread(call: Callable[[], T]) -> T:
+    """Await a blocking call run in a new daemon thread, which nobody joins if it is abandoned."""
+    return await asyncio.wrap_future(_start_daemon(call))
+
+
+def _with_timeout(call: Callable[[], T], timeout: float) -> T:
+    # A blocking call cannot be cancelled, so it runs in a daemon thread that is abandoned
+    # (not killed) when it overruns and cannot hold up interpreter exit.
+    try:
+        return _start_daemon(call).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"model call took longer than {timeout:g}s") from None
+
+
+def _start_daemon(call: Callable[[], T]) -> concurrent.futures.Future:
+    """Start `call` in a daemon thread of its own; its outcome arrives in the returned future.
+
+    The thread runs in a copy of the caller's context, so callbacks and streaming stay
+    attached to the run; the future is marked running, so a waiter that gives up cannot
+    cancel it under the thread's feet.
+    """
+    outcome: concurrent.futures.Future = concurrent.futures.Future()
+    outcome.set_running_or_notify_cancel()
+    ctx = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            outcome.set_result(ctx.run(call))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            outcome.set_exception(exc)
+
+    threading.Thread(target=run, name="selfmoa-call", daemon=True).start()
+    return outcome
