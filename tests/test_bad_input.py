@@ -25,7 +25,7 @@ from selfmoa import (
     create_moa,
     create_self_moa,
     create_self_moa_seq,
-    register_model_provider,
+    model_providers,
 )
 from selfmoa.cli import main as cli_main
 from selfmoa.nodes.inputs import NO_INPUT
@@ -33,10 +33,16 @@ from selfmoa.testing import FakeChatModel
 
 # --- bad input: one table across API, spec files, CLI and server ------------------------------
 
-register_model_provider("hardfake", lambda name, **kw: FakeChatModel(model=name or "hardfake"))
 FM = FakeChatModel()
 M = ["--model", "hardfake:x"]
 SEQ_GRAPH = create_self_moa_seq(FakeChatModel(), samples=6).compile()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _hardfake_provider():
+    # The CLI cases name "hardfake:x"; registered for this module only, so it leaks into no other.
+    with model_providers({"hardfake": lambda name, **kw: FakeChatModel(model=name or "hardfake")}):
+        yield
 
 API = [
     (lambda: create_self_moa(FM, samples="6"), "samples must be an integer of at least 1, got '6'"),
