@@ -284,6 +284,28 @@ def test_cli_writes_table_json_and_plots(tmp_path, capsys):
     write_report(figures, out, with_plots=False)  # a report re-renders from its own JSON
 
 
+def test_the_report_counts_replies_cut_by_max_tokens(tmp_path):
+    out = tmp_path / "results"
+    argv = ["eval", "--task", "hellaswag", "--methods", "single,self-moa", "--models", "evalfake:a", "--limit", "2",
+            "--samples", "2", "--aggregations", "vote", "--out", str(out), "--no-diversity", "--no-plots", "--quiet"]
+    assert main(argv) == 0
+    table = (out / "results.md").read_text()
+    assert "reached max_tokens 16 (cut short, so usually scored wrong): evalfake:a: 0 of 4; greedy evalfake:a: 0 of 2." in table
+    assert "were cut short" not in table  # no warning among the findings
+    # The first sample of each item now stopped at the limit; the rerun only re-renders.
+    draws = [json.loads(line) for line in (out / "draws.jsonl").read_text().splitlines()]
+    for d in draws:
+        if d["temperature"]:
+            d["samples"][0]["usage"]["output_tokens"] = 16
+    (out / "draws.jsonl").write_text("".join(json.dumps(d) + "\n" for d in draws))
+    before = _calls()
+    assert main(argv) == 0
+    assert _calls() == before
+    table = (out / "results.md").read_text()
+    assert "evalfake:a: 2 of 4; greedy evalfake:a: 0 of 2." in table
+    assert "- 50% of the evalfake:a replies (2 of 4) reached max_tokens 16 and were cut short" in table
+
+
 def test_cli_rejects_an_unknown_task(capsys):
     assert main(["eval", "--task", "nope", "--out", "/nonexistent"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from selfmoa.evals.report import build_report, machine, write_report
-from selfmoa.evals.runner import EvalSettings, run_eval
+from selfmoa.evals.runner import EvalSettings, cut_replies, run_eval
 from selfmoa.evals.tasks import get_task
 
 
@@ -48,6 +48,8 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         else "selfmoa eval ...", "machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.perf_counter() - started,
     }
+    items = [item.id for item in task.load(args.limit)]
+    meta["cut"] = cut_replies(out, args.task, items, meta["max_tokens"], max([args.samples, *settings.sweep]))
     report = build_report(by_config, meta, embed)
     written = write_report(report, out, with_plots=not args.no_plots, name=args.report)
     if not args.quiet:

@@ -11,6 +11,9 @@ from typing import Any
 from selfmoa.evals.metrics import Embedder, diversity_method, fit_quality_diversity, memoized, summarize
 from selfmoa.evals.stats import mcnemar_exact, wilson
 
+CUT_WARNING = 0.05
+"""Share of drawn replies at max_tokens from which "What this shows" warns of the cut."""
+
 
 def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: Embedder | None) -> dict[str, Any]:
     """All figures: one row per configuration, paired tests, the quality–diversity fit, the metadata.
@@ -108,6 +111,12 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
         reached = max(r["accuracy"] for r in rows if r["config"] != "single")
         out.append(f"At least one sample was right on {top['oracle']:.3f} of items ({top['config']}); "
                    f"the best aggregation of them reached {reached:.3f}.")
+    meta = report.get("meta") or {}
+    for name, (n, total) in (meta.get("cut") or {}).items():
+        if total and n / total >= CUT_WARNING:
+            out.append(f"{n / total:.0%} of the {name} replies ({n} of {total}) reached max_tokens "
+                       f"{meta.get('max_tokens')} and were cut short; a larger --max-tokens would show how much "
+                       "that costs each configuration.")
     return out
 
 
@@ -168,6 +177,11 @@ def markdown(report: dict[str, Any]) -> str:
                 f"against {base['accuracy']:.3f} (95% interval of the latter [{base['interval'][0]:.2f}, "
                 f"{base['interval'][1]:.2f}]); paired: {_test(r['vs_fixed'])}."
             )]
+    cut = meta.get("cut") or {}
+    if cut:
+        listed = "; ".join(f"{name}: {n} of {total}" for name, (n, total) in cut.items())
+        lines += ["", f"Drawn replies that reached max_tokens {meta['max_tokens']} (cut short, so usually scored "
+                      f"wrong): {listed}."]
     lines += ["", "What this shows (computed from the table):", ""] + [f"- {f}" for f in findings(report)]
     fit = report["fit"]
     lines.append("")

@@ -202,6 +202,37 @@ def load_draws(out: Path) -> dict[tuple, dict]:
     return {_draw_key(r): r for r in _read_jsonl(out / DRAWS_FILE)}
 
 
+def cut_replies(
+    out: Path, task: str, items: list[str], max_tokens: int, samples: int | None = None
+) -> dict[str, list[int]]:
+    """Drawn replies that reached `max_tokens`, per model, as [reached, drawn], over `items`.
+
+    A reply stopped by the limit has lost its end, usually the answer line, so it is scored
+    wrong whatever the method; the report says how many there were. Only the first `samples`
+    of each draw count (those the report's configurations use; None: all), and the greedy
+    answers count apart, as "greedy <model>".
+
+    Example:
+        >>> import json, tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> row = {"task": "t", "item": "i1", "model": "m", "temperature": 0.7, "max_tokens": 10, "seed": 0,
+        ...        "samples": [{"usage": {"output_tokens": 10}}, {"usage": {"output_tokens": 4}}]}
+        >>> _ = (d / DRAWS_FILE).write_text(json.dumps(row) + "\\n")
+        >>> cut_replies(d, "t", ["i1", "i2"], 10), cut_replies(d, "t", ["i1"], 10, samples=1)
+        ({'m': [1, 2]}, {'m': [1, 1]})
+    """
+    wanted = set(items)
+    counts: dict[str, list[int]] = {}
+    for (t, item, model, temperature, limit, _seed), record in load_draws(out).items():
+        if t != task or item not in wanted or limit != max_tokens:
+            continue
+        tally = counts.setdefault(model if temperature else f"greedy {model}", [0, 0])
+        for sample in record["samples"][:samples]:
+            tally[0] += _usage(sample.get("usage"))["output_tokens"] >= max_tokens
+            tally[1] += 1
+    return counts
+
+
 def _draw_key(r: dict) -> tuple:
     return (r["task"], r["item"], r["model"], r["temperature"], r["max_tokens"], r["seed"])
 
@@ -416,5 +447,5 @@ def _finished(rec: dict | None) -> bool:
     return rec is not None and not rec.get("error")
 
 
-__all__ = ["AGGREGATIONS", "METHODS", "Config", "EvalSettings", "aggregate_unit", "build_configs", "draw",
-           "load_draws", "load_records", "mix_label", "run_eval"]
+__all__ = ["AGGREGATIONS", "METHODS", "Config", "EvalSettings", "aggregate_unit", "build_configs", "cut_replies",
+           "draw", "load_draws", "load_records", "mix_label", "run_eval"]
