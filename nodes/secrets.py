@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.I)
+"""Names (of environment variables and keyword arguments) whose values are treated as keys."""
 # Key shapes redacted even when their value is unknown: OpenAI-style keys, bearer tokens,
 # and keys in URL query strings (some providers take them there).
 _KEY_SHAPES = re.compile(
