@@ -48,7 +48,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         else "selfmoa eval ...", "machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.perf_counter() - started,
     }
-    items = [item.id for item in task.load(args.limit)]
+    items = sorted({r["item"] for records in by_config.values() for r in records})  # those the report covers
     meta["cut"] = cut_replies(out, args.task, items, meta["max_tokens"], max([args.samples, *settings.sweep]))
     report = build_report(by_config, meta, embed)
     written = write_report(report, out, with_plots=not args.no_plots, name=args.report)
