@@ -306,6 +306,31 @@ def test_the_report_counts_replies_cut_by_max_tokens(tmp_path):
     assert "- 50% of the evalfake:a replies (2 of 4) reached max_tokens 16 and were cut short" in table
 
 
+def test_the_report_counts_aggregator_replies_cut_by_max_tokens(tmp_path):
+    out = tmp_path / "results"
+    argv = ["eval", "--task", "hellaswag", "--methods", "self-moa", "--models", "evalfake:a", "--limit", "2",
+            "--samples", "2", "--aggregations", "synthesize,vote", "--out", str(out), "--no-diversity", "--no-plots",
+            "--quiet"]
+    assert main(argv) == 0
+    assert "No aggregator reply reached max_tokens 16." in (out / "results.md").read_text()
+    runs = [json.loads(line) for line in (out / RUNS_FILE).read_text().splitlines()]
+    synth = [r for r in runs if r["config"].endswith("synthesize")]
+    assert [len(r["aggregator_output"]) for r in synth] == [1, 1]
+    assert all(r["aggregator_output"] == [] for r in runs if r["config"].endswith("vote"))  # no model call
+    # One record stores its call at the limit; an older one without the field gets it from its
+    # output minus its replayed samples'.
+    synth[0]["aggregator_output"] = [16]
+    del synth[1]["aggregator_output"]
+    synth[1]["usage"]["output_tokens"] += 16
+    (out / RUNS_FILE).write_text("".join(json.dumps(r) + "\n" for r in runs))
+    before = _calls()
+    assert main(argv) == 0
+    assert _calls() == before
+    table = (out / "results.md").read_text()
+    assert "Aggregator replies that reached max_tokens 16: self-moa k=2 synthesize: 2 of 2; none in the other" in table
+    assert "- self-moa k=2 synthesize: 100% of its aggregator replies (2 of 2) reached max_tokens 16" in table
+
+
 def test_cli_rejects_an_unknown_task(capsys):
     assert main(["eval", "--task", "nope", "--out", "/nonexistent"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err

@@ -117,6 +117,11 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
             out.append(f"{n / total:.0%} of the {name} replies ({n} of {total}) reached max_tokens "
                        f"{meta.get('max_tokens')} and were cut short; a larger --max-tokens would show how much "
                        "that costs each configuration.")
+    for name, (n, calls, _unknown) in (meta.get("cut_aggregations") or {}).items():
+        if calls and n / calls >= CUT_WARNING:
+            out.append(f"{name}: {n / calls:.0%} of its aggregator replies ({n} of {calls}) reached max_tokens "
+                       f"{meta.get('max_tokens')}; a synthesis cut short usually loses its answer, so this "
+                       "configuration's accuracy may be understated.")
     return out
 
 
@@ -182,6 +187,15 @@ def markdown(report: dict[str, Any]) -> str:
         listed = "; ".join(f"{name}: {n} of {total}" for name, (n, total) in cut.items())
         lines += ["", f"Drawn replies that reached max_tokens {meta['max_tokens']} (cut short, so usually scored "
                       f"wrong): {listed}."]
+    cut_aggs = {name: t for name, t in (meta.get("cut_aggregations") or {}).items() if t[0] or t[2]}
+    if cut_aggs:
+        listed = "; ".join((f"{name}: {n} of {calls}" if calls else f"{name}: –")
+                           + (f" (not known for {u} runs recorded before per-call counts)" if u else "")
+                           for name, (n, calls, u) in cut_aggs.items())
+        lines += ["", f"Aggregator replies that reached max_tokens {meta['max_tokens']}: {listed}; none in the other "
+                      "configurations."]
+    elif meta.get("cut_aggregations"):
+        lines += ["", f"No aggregator reply reached max_tokens {meta['max_tokens']}."]
     lines += ["", "What this shows (computed from the table):", ""] + [f"- {f}" for f in findings(report)]
     fit = report["fit"]
     lines.append("")

@@ -233,6 +233,54 @@ def cut_replies(
     return counts
 
 
+def cut_aggregations(
+    out: Path, by_config: dict[str, list[dict]], max_tokens: int, temperature: float, seed: int
+) -> dict[str, list[int]]:
+    """Aggregator replies that reached `max_tokens`, per configuration, as [reached, calls, unknown].
+
+    A synthesis stopped by the limit has usually lost its answer, which costs `synthesize`
+    and not `vote`; the report says how often it happened. Records store each aggregator
+    call's output tokens; for older records with one aggregator call it is the run's output
+    minus its replayed samples' (from the draws). `unknown` counts the older records of
+    several calls, which cannot be split.
+
+    Example:
+        >>> import json, tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> row = {"task": "t", "item": "i", "model": "m", "temperature": 0.7, "max_tokens": 10, "seed": 0,
+        ...        "samples": [{"usage": {"output_tokens": 3}}, {"usage": {"output_tokens": 4}}]}
+        >>> _ = (d / DRAWS_FILE).write_text(json.dumps(row) + "\\n")
+        >>> old = {"task": "t", "item": "i", "aggregations": 1, "usage": {"output_tokens": 17},
+        ...        "proposals": [{"model": "m", "sample": 0}, {"model": "m", "sample": 1}]}
+        >>> new = {"aggregator_output": [10, 2]}
+        >>> cut_aggregations(d, {"synth": [old, new], "seq": [{**old, "aggregations": 2}]}, 10, 0.7, 0)
+        {'synth': [2, 3, 0], 'seq': [0, 0, 1]}
+    """
+    draws = None
+    counts: dict[str, list[int]] = {}
+    for name, records in by_config.items():
+        tally = [0, 0, 0]
+        for r in records:
+            outputs = r.get("aggregator_output")
+            if outputs is None and r.get("aggregations") == 1:
+                draws = load_draws(out) if draws is None else draws
+                try:
+                    drawn = sum(_usage(draws[(r["task"], r["item"], p["model"], temperature, max_tokens, seed)]
+                                       ["samples"][p["sample"]].get("usage"))["output_tokens"] for p in r["proposals"])
+                except (KeyError, IndexError):  # its draws are not in this cache
+                    drawn = None
+                own = None if drawn is None else _usage(r.get("usage"))["output_tokens"] - drawn
+                outputs = None if own is None else [own] if own > 0 else []  # a vote makes no call
+            if outputs is None:
+                tally[2] += r.get("aggregations", 0) > 0
+                continue
+            tally[0] += sum(n >= max_tokens for n in outputs)
+            tally[1] += len(outputs)
+        if any(tally):
+            counts[name] = tally
+    return counts
+
+
 def _draw_key(r: dict) -> tuple:
     return (r["task"], r["item"], r["model"], r["temperature"], r["max_tokens"], r["seed"])
 
@@ -317,6 +365,9 @@ def aggregate_unit(task: Task, item: Item, config: Config, draws: dict[str, list
             aggregations = len(result.get("aggregations") or [])
             last = (result.get("aggregations") or [{}])[-1]
             extra = {k: last[k] for k in ("chosen", "votes") if k in last}
+            # Per aggregator call, so the report can count syntheses stopped by max_tokens.
+            extra["aggregator_output"] = [a["usage"]["output_tokens"] for a in result.get("aggregations") or []
+                                          if a["usage"]["calls"]]
             if "stopped" in result:
                 extra["stopped"] = result["stopped"]
             for p in result["proposals"]:
@@ -447,5 +498,5 @@ def _finished(rec: dict | None) -> bool:
     return rec is not None and not rec.get("error")
 
 
-__all__ = ["AGGREGATIONS", "METHODS", "Config", "EvalSettings", "aggregate_unit", "build_configs", "cut_replies",
+__all__ = ["AGGREGATIONS", "METHODS", "Config", "EvalSettings", "aggregate_unit", "build_configs", "cut_aggregations", "cut_replies",
            "draw", "load_draws", "load_records", "mix_label", "run_eval"]
