@@ -46,6 +46,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"selfmoa: error: {message}; see '{self.prog} --help'\n")
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """An argparse type: `I/N`, shard I of N counted from 0."""
+    i, _, n = text.partition("/")
+    try:
+        shard = (int(i), int(n))
+    except ValueError:
+        shard = (-1, 0)
+    if not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"takes I/N with 0 <= I < N, such as 0/2 and 1/2 for two processes, got {text!r}")
+    return shard
+
+
 def _at_least(minimum: int, kind: type = int, strict: bool = False) -> Callable[[str], Any]:
     """An argparse type: a number of `kind` of at least `minimum` (above it, if strict)."""
 
@@ -147,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--models", default="local", help="comma-separated; the first (A) is the strong model and "
                     "the aggregator (default: local)")
     ev.add_argument("--limit", type=_at_least(1), help="first N items of the task (default: all)")
+    ev.add_argument("--shard", type=_shard, metavar="I/N", help="run only items I, I+N, I+2N, ... (0 <= I < N), so "
+                    "that N processes or machines share one eval, also in one --out; then run without --shard "
+                    "to report on all items")
     ev.add_argument("--samples", type=_at_least(1), default=6, help="samples k per ensemble (default: 6)")
     ev.add_argument("--samples-sweep", metavar="K,K,...", help="also run self-moa and seq with these k")
     ev.add_argument("--aggregations", default="synthesize,select,vote", metavar="MODES",

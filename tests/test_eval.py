@@ -331,6 +331,36 @@ def test_the_report_counts_aggregator_replies_cut_by_max_tokens(tmp_path):
     assert "- self-moa k=2 synthesize: 100% of its aggregator replies (2 of 2) reached max_tokens 16" in table
 
 
+def test_shards_share_one_cache_and_the_whole_report_reads_it(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "results"
+    argv = ["eval", "--task", "hellaswag", "--methods", "single,self-moa", "--models", "evalfake:a", "--limit", "5",
+            "--samples", "2", "--aggregations", "synthesize,vote", "--out", str(out), "--no-diversity", "--no-plots",
+            "--quiet"]
+    before = _calls()
+    with ThreadPoolExecutor(2) as pool:  # both shards at once, appending to the same files
+        assert list(pool.map(main, [argv + ["--shard", "0/2"], argv + ["--shard", "1/2"]])) == [0, 0]
+    per_item = 1 + 2 + 1  # greedy, two samples, one synthesis
+    assert _calls() - before == 5 * per_item
+    lines = (out / RUNS_FILE).read_text().splitlines()
+    items = [json.loads(line)["item"] for line in lines]  # every line whole
+    assert sorted(set(items)) == sorted(i.id for i in HELLASWAG.load(5)) and len(items) == 5 * 3
+    table = (out / "results.md").read_text()
+    assert "of the task only; run again without --shard" in table
+    before = _calls()
+    assert main(argv) == 0  # the whole report, from the shared cache alone
+    assert _calls() == before
+    table = (out / "results.md").read_text()
+    assert "--shard" not in table and "| single | 5 |" in table
+
+
+@pytest.mark.parametrize("shard", ["2/2", "1", "a/b", "-1/2"])
+def test_cli_rejects_a_bad_shard(shard, capsys):
+    assert main(["eval", "--task", "hellaswag", f"--shard={shard}"]) == 2
+    assert "takes I/N with 0 <= I < N" in capsys.readouterr().err
+
+
 def test_cli_rejects_an_unknown_task(capsys):
     assert main(["eval", "--task", "nope", "--out", "/nonexistent"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         limit=args.limit, samples=args.samples, sweep=_ints(args.samples_sweep), temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, window=args.window, reserved=args.reserved, threads=args.threads,
         aggregations=[m.strip() for m in args.aggregations.split(",") if m.strip()], patience=args.patience,
-        workers=args.workers,
+        workers=args.workers, shard=args.shard,
     )
     out = Path(args.out)
     started = time.perf_counter()
@@ -41,7 +41,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
 
         embed = minilm_embedder()
     meta = {
-        "task": args.task, "models": settings.models, "methods": settings.methods, "limit": args.limit,
+        "task": args.task, "models": settings.models, "methods": settings.methods, "limit": args.limit, "shard": args.shard,
         "samples": args.samples, "sweep": settings.sweep, "temperature": args.temperature,
         "max_tokens": args.max_tokens or task.max_tokens, "seed": args.seed, "window": args.window,
         "reserved": args.reserved, "aggregations": settings.aggregations, "patience": args.patience, "command": "selfmoa " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"]

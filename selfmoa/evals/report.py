@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,14 @@ def _test(t: dict | None) -> str:
     return f"+{t['a_only']}/−{t['b_only']}, p={t['p']:.2g}"
 
 
+def _shard_note(shard: Sequence[int] | None) -> list[str]:
+    if not shard:
+        return []
+    i, n = shard
+    return [f"Shard {i}/{n}: items {i}, {i + n}, {i + 2 * n}, … of the task only; run again without --shard to "
+            "report on all of them.", ""]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The results table in Markdown, with the fit and the run's metadata under it."""
     meta = report["meta"]
@@ -150,6 +159,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"temperature {meta['temperature']}, max_tokens {meta['max_tokens']}, seed {meta['seed']}. "
         "Every configuration aggregates the same drawn samples of each item (sample once, aggregate many ways).",
         "",
+        *_shard_note(meta.get("shard")),
         "Accuracy with its 95% Wilson interval. *vs single* and *vs vote*: items only this configuration got "
         "right / items only the other got right, and the exact McNemar p-value, over the same items. "
         "*mean sample*: accuracy of the samples themselves; *oracle*: share of items with at least one right "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -169,6 +170,9 @@ class EvalSettings:
     patience: int | None = None
     workers: int = 4
     """Aggregations of one item run at once (the embedded model decodes them as one batch)."""
+    shard: tuple[int, int] | None = None
+    """(i, n): run only items i, i+n, i+2n, … of the first `limit`, so that n processes (or
+    machines) can share one eval; they may share `out`, as each record is one append."""
 
 
 def _make_model(name: str, max_tokens: int, slots: int, threads: int | None) -> Any:
@@ -291,22 +295,29 @@ def _usage(raw: dict | None) -> dict[str, int]:
 
 
 class _Sink:
-    """Appends JSON lines to a file, one writer at a time, each line flushed."""
+    """Appends JSON lines to a file, each line in one `write` call.
+
+    The file is opened with O_APPEND and every record goes out whole in a single system
+    call (not through a buffer that may split it), so processes running shards of one eval
+    can append to the same file without interleaving their lines.
+    """
 
     def __init__(self, path: Path):
         if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
             with path.open("a", encoding="utf-8") as f:
                 f.write("\n")  # end a line cut by a kill, so the next record starts on its own line
-        self._file = path.open("a", encoding="utf-8")
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
 
     def write(self, record: dict) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self._file.flush()
+            written = os.write(self._fd, line)
+            while written < len(line):  # only short on a full disk or a signal: finish the line
+                written += os.write(self._fd, line[written:])
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 def draw(task: Task, item: Item, model: Any, *, count: int, start: int, temperature: float, seed: int) -> list[dict]:
@@ -415,6 +426,8 @@ def run_eval(
     task = task or get_task(s.task)
     out.mkdir(parents=True, exist_ok=True)
     items = task.load(s.limit)
+    if s.shard:
+        items = items[s.shard[0]::s.shard[1]]
     configs = build_configs(s.methods, s.models, samples=s.samples, sweep=s.sweep, window=s.window,
                             reserved=s.reserved, aggregations=s.aggregations, patience=s.patience)
     skey = _settings_key(s, task)
