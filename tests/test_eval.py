@@ -308,7 +308,7 @@ def test_the_report_counts_replies_cut_by_max_tokens(tmp_path):
 
 def test_the_report_counts_aggregator_replies_cut_by_max_tokens(tmp_path):
     out = tmp_path / "results"
-    argv = ["eval", "--task", "hellaswag", "--methods", "self-moa", "--models", "evalfake:a", "--limit", "2",
+    argv = ["eval", "--task", "hellaswag", "--methods", "self-moa,seq", "--models", "evalfake:a", "--limit", "2",
             "--samples", "2", "--aggregations", "synthesize,vote", "--out", str(out), "--no-diversity", "--no-plots",
             "--quiet"]
     assert main(argv) == 0
@@ -329,6 +329,8 @@ def test_the_report_counts_aggregator_replies_cut_by_max_tokens(tmp_path):
     table = (out / "results.md").read_text()
     assert "Aggregator replies that reached max_tokens 16: self-moa k=2 synthesize: 2 of 2; none in the other" in table
     assert "- self-moa k=2 synthesize: 100% of its aggregator replies (2 of 2) reached max_tokens 16" in table
+    assert "| seq k=2 synthesize (= self-moa k=2 synthesize) |" in table
+    assert "seq k=2 synthesize:" not in table  # a row repeating another is not counted twice
 
 
 def test_shards_share_one_cache_and_the_whole_report_reads_it(tmp_path):

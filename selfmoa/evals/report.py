@@ -118,12 +118,19 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
             out.append(f"{n / total:.0%} of the {name} replies ({n} of {total}) reached max_tokens "
                        f"{meta.get('max_tokens')} and were cut short; a larger --max-tokens would show how much "
                        "that costs each configuration.")
-    for name, (n, calls, _unknown) in (meta.get("cut_aggregations") or {}).items():
+    for name, (n, calls, _unknown) in _cut_aggregations(report).items():
         if calls and n / calls >= CUT_WARNING:
             out.append(f"{name}: {n / calls:.0%} of its aggregator replies ({n} of {calls}) reached max_tokens "
                        f"{meta.get('max_tokens')}; a synthesis cut short usually loses its answer, so this "
                        "configuration's accuracy may be understated.")
     return out
+
+
+def _cut_aggregations(report: dict[str, Any]) -> dict[str, list[int]]:
+    """Aggregator replies at max_tokens per configuration, leaving out rows that repeat another."""
+    repeats = {r["config"] for r in report["rows"] if r.get("same_as")}
+    counts = (report.get("meta") or {}).get("cut_aggregations") or {}
+    return {name: t for name, t in counts.items() if name not in repeats}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -197,7 +204,7 @@ def markdown(report: dict[str, Any]) -> str:
         listed = "; ".join(f"{name}: {n} of {total}" for name, (n, total) in cut.items())
         lines += ["", f"Drawn replies that reached max_tokens {meta['max_tokens']} (cut short, so usually scored "
                       f"wrong): {listed}."]
-    cut_aggs = {name: t for name, t in (meta.get("cut_aggregations") or {}).items() if t[0] or t[2]}
+    cut_aggs = {name: t for name, t in _cut_aggregations(report).items() if t[0] or t[2]}
     if cut_aggs:
         listed = "; ".join((f"{name}: {n} of {calls}" if calls else f"{name}: –")
                            + (f" (not known for {u} runs recorded before per-call counts)" if u else "")
