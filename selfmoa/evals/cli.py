@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from selfmoa.evals.report import build_report, machine, write_report
-from selfmoa.evals.runner import EvalSettings, cut_aggregations, cut_replies, run_eval
+from selfmoa.evals.runner import EvalSettings, cut_aggregations, cut_replies, load_draws, run_eval
 from selfmoa.evals.tasks import get_task
 
 
@@ -49,8 +49,9 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         "elapsed_s": time.perf_counter() - started,
     }
     items = sorted({r["item"] for records in by_config.values() for r in records})  # those the report covers
-    meta["cut"] = cut_replies(out, args.task, items, meta["max_tokens"], max([args.samples, *settings.sweep]))
-    meta["cut_aggregations"] = cut_aggregations(out, by_config, meta["max_tokens"], args.temperature, args.seed)
+    draws = load_draws(out)
+    meta["cut"] = cut_replies(draws, args.task, items, meta["max_tokens"], max([args.samples, *settings.sweep]))
+    meta["cut_aggregations"] = cut_aggregations(draws, by_config, meta["max_tokens"], args.temperature, args.seed)
     report = build_report(by_config, meta, embed)
     written = write_report(report, out, with_plots=not args.no_plots, name=args.report)
     if not args.quiet:

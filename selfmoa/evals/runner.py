@@ -207,27 +207,24 @@ def load_draws(out: Path) -> dict[tuple, dict]:
 
 
 def cut_replies(
-    out: Path, task: str, items: list[str], max_tokens: int, samples: int | None = None
+    draws: dict[tuple, dict], task: str, items: list[str], max_tokens: int, samples: int | None = None
 ) -> dict[str, list[int]]:
     """Drawn replies that reached `max_tokens`, per model, as [reached, drawn], over `items`.
 
     A reply stopped by the limit has lost its end, usually the answer line, so it is scored
-    wrong whatever the method; the report says how many there were. Only the first `samples`
-    of each draw count (those the report's configurations use; None: all), and the greedy
-    answers count apart, as "greedy <model>".
+    wrong whatever the method; the report says how many there were. `draws` is the cache as
+    `load_draws` reads it. Only the first `samples` of each draw count (those the report's
+    configurations use; None: all), and the greedy answers count apart, as "greedy <model>".
 
     Example:
-        >>> import json, tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> row = {"task": "t", "item": "i1", "model": "m", "temperature": 0.7, "max_tokens": 10, "seed": 0,
-        ...        "samples": [{"usage": {"output_tokens": 10}}, {"usage": {"output_tokens": 4}}]}
-        >>> _ = (d / DRAWS_FILE).write_text(json.dumps(row) + "\\n")
-        >>> cut_replies(d, "t", ["i1", "i2"], 10), cut_replies(d, "t", ["i1"], 10, samples=1)
+        >>> draws = {("t", "i1", "m", 0.7, 10, 0): {"samples": [{"usage": {"output_tokens": 10}},
+        ...                                                      {"usage": {"output_tokens": 4}}]}}
+        >>> cut_replies(draws, "t", ["i1", "i2"], 10), cut_replies(draws, "t", ["i1"], 10, samples=1)
         ({'m': [1, 2]}, {'m': [1, 1]})
     """
     wanted = set(items)
     counts: dict[str, list[int]] = {}
-    for (t, item, model, temperature, limit, _seed), record in load_draws(out).items():
+    for (t, item, model, temperature, limit, _seed), record in draws.items():
         if t != task or item not in wanted or limit != max_tokens:
             continue
         tally = counts.setdefault(model if temperature else f"greedy {model}", [0, 0])
@@ -238,43 +235,32 @@ def cut_replies(
 
 
 def cut_aggregations(
-    out: Path, by_config: dict[str, list[dict]], max_tokens: int, temperature: float, seed: int
+    draws: dict[tuple, dict], by_config: dict[str, list[dict]], max_tokens: int, temperature: float, seed: int
 ) -> dict[str, list[int]]:
     """Aggregator replies that reached `max_tokens`, per configuration, as [reached, calls, unknown].
 
     A synthesis stopped by the limit has usually lost its answer, which costs `synthesize`
     and not `vote`; the report says how often it happened. Records store each aggregator
     call's output tokens; for older records with one aggregator call it is the run's output
-    minus its replayed samples' (from the draws). `unknown` counts the older records of
-    several calls, which cannot be split.
+    minus its replayed samples' (from `draws`, the cache as `load_draws` reads it). `unknown`
+    counts the older records of several calls, which cannot be split.
 
     Example:
-        >>> import json, tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> row = {"task": "t", "item": "i", "model": "m", "temperature": 0.7, "max_tokens": 10, "seed": 0,
-        ...        "samples": [{"usage": {"output_tokens": 3}}, {"usage": {"output_tokens": 4}}]}
-        >>> _ = (d / DRAWS_FILE).write_text(json.dumps(row) + "\\n")
+        >>> draws = {("t", "i", "m", 0.7, 10, 0): {"samples": [{"usage": {"output_tokens": 3}},
+        ...                                                    {"usage": {"output_tokens": 4}}]}}
         >>> old = {"task": "t", "item": "i", "aggregations": 1, "usage": {"output_tokens": 17},
         ...        "proposals": [{"model": "m", "sample": 0}, {"model": "m", "sample": 1}]}
         >>> new = {"aggregator_output": [10, 2]}
-        >>> cut_aggregations(d, {"synth": [old, new], "seq": [{**old, "aggregations": 2}]}, 10, 0.7, 0)
+        >>> cut_aggregations(draws, {"synth": [old, new], "seq": [{**old, "aggregations": 2}]}, 10, 0.7, 0)
         {'synth': [2, 3, 0], 'seq': [0, 0, 1]}
     """
-    draws = None
     counts: dict[str, list[int]] = {}
     for name, records in by_config.items():
         tally = [0, 0, 0]
         for r in records:
             outputs = r.get("aggregator_output")
             if outputs is None and r.get("aggregations") == 1:
-                draws = load_draws(out) if draws is None else draws
-                try:
-                    drawn = sum(_usage(draws[(r["task"], r["item"], p["model"], temperature, max_tokens, seed)]
-                                       ["samples"][p["sample"]].get("usage"))["output_tokens"] for p in r["proposals"])
-                except (KeyError, IndexError):  # its draws are not in this cache
-                    drawn = None
-                own = None if drawn is None else _usage(r.get("usage"))["output_tokens"] - drawn
-                outputs = None if own is None else [own] if own > 0 else []  # a vote makes no call
+                outputs = _one_call_output(draws, r, max_tokens, temperature, seed)
             if outputs is None:
                 tally[2] += r.get("aggregations", 0) > 0
                 continue
@@ -283,6 +269,17 @@ def cut_aggregations(
         if any(tally):
             counts[name] = tally
     return counts
+
+
+def _one_call_output(draws: dict[tuple, dict], r: dict, max_tokens: int, temperature: float, seed: int) -> list[int] | None:
+    """An older record's one aggregator call: its run's output tokens minus its samples' ([]: a vote)."""
+    try:
+        drawn = sum(_usage(draws[(r["task"], r["item"], p["model"], temperature, max_tokens, seed)]
+                           ["samples"][p["sample"]].get("usage"))["output_tokens"] for p in r["proposals"])
+    except (KeyError, IndexError):  # its draws are not in this cache
+        return None
+    own = _usage(r.get("usage"))["output_tokens"] - drawn
+    return [own] if own > 0 else []
 
 
 def _draw_key(r: dict) -> tuple:
