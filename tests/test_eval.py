@@ -279,6 +279,9 @@ def test_cli_writes_table_json_and_plots(tmp_path, capsys):
     # makes no aggregator call); three items are too few for any paired test to reach p < 0.05.
     assert "- The best configuration is self-moa k=2 vote, right on 3 of 3 items (1.000)" in table
     assert "- No configuration differs significantly from single" in table
+    # A's six samples hold two right ones per item; its greedy answer is right on two items of three.
+    assert ("- Model A's samples (temperature 0.7) are right on 0.333 of draws (self-moa k=6 synthesize), its greedy "
+            "answer on 0.667 (single).") in table
     for png in ("accuracy.png", "samples.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     write_report(figures, out, with_plots=False)  # a report re-renders from its own JSON

@@ -72,8 +72,9 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
 
     The best configuration and its paired test against `single`; every configuration
     significantly better or worse than `single` (exact McNemar p < `alpha`); where choosing
-    by vote differs significantly from another aggregation of the same samples; and how
-    much of the oracle (any sample right) the best aggregation reaches.
+    by vote differs significantly from another aggregation of the same samples; how often
+    model A's samples are right against its greedy answer (sampling alone can cost accuracy);
+    and how much of the oracle (any sample right) the best aggregation reaches.
 
     Example:
         >>> rows = [{"config": "single", "items": 50, "correct": 20, "accuracy": 0.4},
@@ -106,6 +107,14 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
             f"{_test(r['vs_vote'])}" for r in against_vote
         )
         out.append(f"On the same samples: {listed}.")
+    sampled = [r for r in rows if re.match(r"self-moa k=\d+ ", r["config"]) and r.get("quality") is not None]
+    single = next((r for r in rows if r["config"] == "single"), None)
+    if sampled and single:  # sampling can cost accuracy before any aggregation
+        top = max(sampled, key=lambda r: int(r["config"].split()[1][2:]))
+        temperature = (report.get("meta") or {}).get("temperature")
+        out.append(f"Model A's samples{f' (temperature {temperature})' if temperature is not None else ''} are right "
+                   f"on {top['quality']:.3f} of draws ({top['config']}), its greedy answer on {single['accuracy']:.3f} "
+                   "(single).")
     with_oracle = [r for r in rows if r.get("oracle") is not None]
     if with_oracle:
         top = max(with_oracle, key=lambda r: r["oracle"])
