@@ -46,6 +46,10 @@ def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: 
     return {"meta": meta, "rows": rows, "fit": fit, "diversity_method": diversity_method(embed)}
 
 
+_ENSEMBLE = re.compile(r"(self-moa|seq) k=(\d+) (synthesize|select|vote)")
+"""A sampled ensemble's configuration name: method, k and mode."""
+
+
 def _vote_of(config: str) -> str | None:
     """The vote configuration on the same samples: 'self-moa k=4 select' -> 'self-moa k=4 vote'."""
     m = re.fullmatch(r"(self-moa k=\d+|moa \w+) (synthesize|select|vote)", config)
@@ -107,10 +111,11 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
             f"{_test(r['vs_vote'])}" for r in against_vote
         )
         out.append(f"On the same samples: {listed}.")
-    sampled = [r for r in rows if re.match(r"self-moa k=\d+ ", r["config"]) and r.get("quality") is not None]
+    sampled = [(int(m.group(2)), r) for r in rows
+               if (m := _ENSEMBLE.fullmatch(r["config"])) and m.group(1) == "self-moa" and r.get("quality") is not None]
     single = next((r for r in rows if r["config"] == "single"), None)
     if sampled and single:  # sampling can cost accuracy before any aggregation
-        top = max(sampled, key=lambda r: int(r["config"].split()[1][2:]))
+        top = max(sampled, key=lambda kr: kr[0])[1]  # the largest k: most samples
         temperature = (report.get("meta") or {}).get("temperature")
         out.append(f"Model A's samples{f' (temperature {temperature})' if temperature is not None else ''} are right "
                    f"on {top['quality']:.3f} of draws ({top['config']}), its greedy answer on {single['accuracy']:.3f} "
@@ -302,7 +307,7 @@ def plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
 
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
-        m = re.fullmatch(r"(self-moa|seq) k=(\d+) (synthesize|select|vote)", r["config"])
+        m = _ENSEMBLE.fullmatch(r["config"])
         if m and not r.get("same_as"):  # seq with every sample in one window is self-moa: drawn once
             k = int(m.group(2))
             series.setdefault(f"{m.group(1)} {m.group(3)}", []).append((k, r["accuracy"]))
