@@ -27,10 +27,10 @@ from selfmoa.nodes.aggregate import make_aggregate
 from selfmoa.nodes.answers import answer_extractor
 from selfmoa.nodes.calls import node
 from selfmoa.nodes.propose import make_propose
-from selfmoa.nodes.run import Setup, aprepare, collect, group_failures, prepare, route, route_via_review
+from selfmoa.nodes.run import Setup, aprepare, collect, prepare, route, route_via_review
 from selfmoa.nodes.state import Plan
 
-__all__ = ["build_graph", "group_failures"]
+__all__ = ["build_graph"]
 
 
 def build_graph(spec: MoASpec) -> StateGraph[Any, Any, Any, Any]:

@@ -23,7 +23,7 @@ class RunOptions(TypedDict, total=False):
         timeout: Seconds one model call may take, default no limit.
         prompt: Aggregation prompt with a `{references}` placeholder.
         review: Pause before the final aggregation so a caller can inspect, edit or drop
-            proposals (needs a checkpointer; see `selfmoa.graphs.review`).
+            proposals (needs a checkpointer; see `selfmoa.nodes.review`).
         max_reference_chars: Most characters of references one call sees in all, default
             24,000; longer references are trimmed to fit, with a warning (None: no limit).
         max_input_chars: Most characters the conversation may hold; longer input is

@@ -90,6 +90,11 @@ def apply_context(spec: MoASpec, context: EnsembleContext | dict | None) -> MoAS
     aggregator_keys = {"aggregator": "model", "aggregator_temperature": "temperature", "mode": "mode"}
     if spec.aggregator.window is not None:  # the graph's shape is fixed: a window only resizes
         aggregator_keys.update(window="window", reserved="reserved")
+    elif {"window", "reserved"} & set(overrides):
+        raise SpecError(
+            f"run context {overrides}: window and reserved resize a sliding window, and this graph aggregates "
+            "in one call; drop them, or run a Self-MoA-Seq graph (create_self_moa_seq)"
+        )
     for key, field in aggregator_keys.items():
         if key in overrides:
             data["aggregator"][field] = overrides[key]

@@ -12,12 +12,10 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, with_references
 from selfmoa.nodes.errors import describe_error
+from selfmoa.nodes.inputs import CHARS_PER_TOKEN
 from selfmoa.nodes.models import ModelTable, text_of, usage_of
 from selfmoa.nodes.policy import CallPolicy, is_retryable
 from selfmoa.nodes.state import Proposal, ProposeTask, TokenUsage, add_usage, usage_delta, zero_tokens
-
-CHARS_PER_TOKEN = 4
-"""Rough size of a token, used only to notice usage reported for one choice of many."""
 
 _Call = tuple[BaseChatModel, list[BaseMessage], RunnableConfig, dict[str, Any]]
 

@@ -70,8 +70,13 @@ def apply_review(proposals: list[dict], decision: Any) -> list[dict]:
             "e.g. Command(resume={'drop': [2], 'edit': {0: 'better text'}})"
         )
     samples = {p["sample"] for p in proposals}
-    drop = decision.get("drop") or []
-    edit = {int(k): v for k, v in (decision.get("edit") or {}).items()}
+    drop, edit = decision.get("drop") or [], decision.get("edit") or {}
+    if not isinstance(drop, list | tuple) or not all(_is_sample(s) for s in drop):
+        raise InputError(f"review 'drop' must be a list of sample numbers, got {drop!r}; e.g. {{'drop': [2]}}")
+    if not isinstance(edit, dict) or not all(_is_sample(k) for k in edit):
+        raise InputError(f"review 'edit' must map sample numbers to texts, got {edit!r}; e.g. {{'edit': {{0: 'better text'}}}}")
+    # JSON (the server, Studio) turns the keys into strings; "0" names sample 0.
+    drop, edit = [int(s) for s in drop], {int(k): v for k, v in edit.items()}
     unknown = sorted((set(drop) | set(edit)) - samples)
     if unknown:
         raise InputError(f"review names samples {unknown} that are not under review; choose from {sorted(samples)}")
@@ -81,6 +86,11 @@ def apply_review(proposals: list[dict], decision: Any) -> list[dict]:
     if not kept:
         raise InputError("the review dropped every proposal; keep at least one, e.g. Command(resume=True)")
     return kept
+
+
+def _is_sample(value: Any) -> bool:
+    """A sample number: an int, or a string of digits as JSON gives a dict key."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
 
 
 def _model_of(state: MoAState, sample: int) -> str:

@@ -92,9 +92,10 @@ def _checked(state: MoAState, setup: Setup, plan: Plan) -> dict:
 
 
 def _labels(plan: Plan) -> list[str]:
-    """Every model of a plan that sees the conversation, once each."""
+    """Every model of a plan that sees the conversation, once each (a vote calls no aggregator)."""
     proposers = [p["model"] for layer in plan["layers"] for p in layer]
-    return list(dict.fromkeys([*proposers, plan["aggregator"]["model"]]))
+    aggregator = [] if plan["aggregator"]["mode"] == "vote" else [plan["aggregator"]["model"]]
+    return list(dict.fromkeys([*proposers, *aggregator]))
 
 
 def collect(state: MoAState, *, setup: Setup) -> dict:
@@ -156,15 +157,20 @@ def _window_done(state: MoAState, setup: Setup, pending: list[Proposal], ok: lis
     settle = _settle(state.get("settle"), state.get("synthesis"), setup.answer_of)
     update: dict = {"settle": settle}
     writer = get_stream_writer()
-    if batch < len(batches) and settle["streak"] < (plan["aggregator"]["patience"] or len(batches) + 1):
+    patience = plan["aggregator"]["patience"]
+    # Settled: the answer held `patience` steps in a row with samples still to come.
+    settled = batch < len(batches) and patience is not None and settle["streak"] >= patience
+    if batch < len(batches) and not settled:
         writer({"selfmoa": "window", "batch": batch, "succeeded": len(ok), "failed": len(pending) - len(ok)})
         update["batch"] = batch + 1
         if ok or batch + 1 < len(batches):
             return update
-    stop = _stop(batches, batch)
-    if stop["stopped"] == "settled":
+        # The last batch failed whole: nothing is left to aggregate, and every sample was drawn.
+    stop = _stop(batches, batch if settled else len(batches))
+    answer = _finish(state, tally)  # a failed quorum raises before any "stopped" event
+    if settled:
         writer({"selfmoa": "stopped", **stop, "steps": settle["step"] + 1, "streak": settle["streak"]})
-    return {**update, **stop, **_finish(state, tally)}
+    return {**update, **stop, **answer}
 
 
 def route(state: MoAState, *, review: bool = False) -> list[Send] | str:

@@ -10,13 +10,15 @@ not with the square of it.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from langgraph.types import Overwrite
 from typing_extensions import TypedDict
+
+from selfmoa.nodes.errors import SpecError
 
 
 class TokenUsage(TypedDict):
@@ -121,7 +123,7 @@ class Tally(TypedDict):
     failed: int
 
 
-@dataclass
+@dataclass(init=False)
 class EnsembleContext:
     """Per-run settings that override the graph's own (LangGraph's run context).
 
@@ -152,6 +154,16 @@ class EnsembleContext:
     reserved: int | None = None
     seed: int | None = None
     prompt: str | None = None
+
+    def __init__(self, **settings: Any) -> None:
+        # Written out rather than generated, so that a misspelt key (LangGraph builds the
+        # context from the run's dict) is a one-line error that names the keys.
+        known = [f.name for f in fields(EnsembleContext)]
+        unknown = [key for key in settings if key not in known]
+        if unknown:
+            raise SpecError(f"unknown run context key {unknown[0]!r}; the keys are {', '.join(known)}")
+        for name in known:
+            setattr(self, name, settings.get(name))
 
 
 class ProposeTask(TypedDict):

@@ -30,10 +30,10 @@ from selfmoa.graphs import (
     map_models,
     parse_spec,
 )
-from selfmoa.graphs.builder import group_failures
 from selfmoa.graphs.spec import MoASpec
 from selfmoa.nodes import SelfMoAError, SpecError, create_model
 from selfmoa.nodes.errors import describe_error
+from selfmoa.nodes.run import group_failures
 from selfmoa.nodes.secrets import redact
 
 METHODS = ("self-moa", "moa", "seq")
@@ -256,6 +256,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
     if args.json:
         report = {key: final.get(key) for key in ("answer", "proposals", "aggregations", "usage", "warnings")}
+        report.update({key: final[key] for key in ("stopped", "saved") if key in final})  # Self-MoA-Seq only
         report["timings"] = {"total_s": round(setup + elapsed, 3), "model_start_s": round(setup, 3), "run_s": round(elapsed, 3)}
         print(json.dumps(report, indent=2, ensure_ascii=False))
     elif args.stream:
@@ -318,7 +319,12 @@ def graph_from_args(args: argparse.Namespace, make: Any = None):
     make = make or _make_model
     if args.spec:
         # A bad spec is reported (by parse_spec) before any model client is made.
-        return create_from_spec(_with_models(load_spec_file(args.spec), args, make))
+        spec = _with_models(load_spec_file(args.spec), args, make)
+        if spec.review:
+            # The command runs to the end in one go: nothing could answer the review pause.
+            raise SpecError(f"{args.spec}: review pauses the run for a caller, which selfmoa run cannot answer; "
+                            "set review to false, or run the spec from Python with a checkpointer")
+        return create_from_spec(spec)
     names = args.model or ["local"]
     models: dict[str, Any] = {}
 
@@ -405,7 +411,7 @@ def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | N
                     f"in {proposal['latency']:.1f}s, {status}",
                     file=progress,
                 )
-            for step in (part.get("aggregate") or part.get("aggregate_window") or {}).get("aggregations", []):
+            for step in (part.get("aggregate") or {}).get("aggregations", []):
                 print(f"  aggregation step {step['step'] + 1} in {step['latency']:.1f}s", file=progress)
     failures.close_group()
     failures.flush()

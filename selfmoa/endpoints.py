@@ -13,6 +13,7 @@ Registered as the `openai` model provider when `selfmoa` is imported (see
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 from urllib.parse import urlparse
@@ -22,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from selfmoa.nodes.errors import ModelResolutionError
 from selfmoa.nodes.secrets import remember_secret
 
-__all__ = ["check_openai_model", "loopback_http_clients", "openai_model"]
+__all__ = ["check_openai_model", "is_loopback_host", "loopback_http_clients", "openai_model"]
 
 _FORM = "write 'openai:MODEL@BASE_URL', e.g. 'openai:qwen2.5@http://localhost:8000/v1'"
 
@@ -49,12 +50,19 @@ def check_openai_model(spec: str, rest: str) -> None:
         raise ModelResolutionError(f"model {spec!r} names no base URL after '@'; {_FORM}")
     if not base_url.startswith(("http://", "https://")):
         raise ModelResolutionError(f"model {spec!r}: the base URL must start with http:// or https://; {_FORM}")
+    if urlparse(base_url).username is not None:  # also set when only a password is given
+        # The model string is the model's label in graph state, checkpoints and responses,
+        # so neither it nor this message may hold the credentials.
+        raise ModelResolutionError(
+            f"model 'openai:{model}@...': the base URL holds a user name or password, which would be stored with "
+            "the run; put the key in an environment variable and name it with ?key_env=VARIABLE"
+        )
     for pair in filter(None, query.split("&")):
         name, _, value = pair.partition("=")
         if name != "key_env":
             # Anything else (a key itself, say) would sit in graph state as part of the label.
-            raise ModelResolutionError(
-                f"model {spec!r}: unknown option {name!r} after '?'; the only one is key_env=VARIABLE "
+            raise ModelResolutionError(  # the value is left out: it may be the key itself
+                f"model 'openai:{model}@{base_url}': unknown option {name!r} after '?'; the only one is key_env=VARIABLE "
                 "(the name of the environment variable holding the key)"
             )
         if not value:
@@ -119,6 +127,20 @@ def loopback_http_clients(chat_openai: type[BaseChatModel]) -> dict[str, Any]:
     return options
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether a host name or address is this machine (a name such as 127.example.com is not).
+
+    Example:
+        >>> [is_loopback_host(h) for h in ("localhost", "127.0.0.2", "::1", "127.example.com", "10.0.0.1")]
+        [True, True, True, False, False]
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return is_loopback_host(urlparse(url).hostname or "")

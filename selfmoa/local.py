@@ -973,7 +973,9 @@ def local_chat_model(
         "api_key": "not-needed",
         "model": server.model_name,
         "stream_usage": True,
-        "max_retries": 1,
+        # One retry layer: selfmoa's CallPolicy (as for `openai:` models); a killed server is
+        # started again by the transport below, not by a client retry.
+        "max_retries": 0,
     }
     params.update(loopback_http_clients(ChatOpenAI))
     params.update(_reviving_clients(server))

@@ -24,7 +24,6 @@ import contextlib
 import copy
 import fnmatch
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -42,10 +41,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from selfmoa.endpoints import is_loopback_host
 from selfmoa.graphs import MoASpec, create_from_spec, map_models, parse_spec
 from selfmoa.graphs.spec import one_line
 from selfmoa.local import LocalModelError
@@ -130,6 +130,15 @@ class ServerConfig(BaseModel):
     """Parallel slots of the embedded llama.cpp server; one server is shared by every preset."""
     api_key: SecretStr | None = None
     """Bearer token clients must send; None reads `SELFMOA_API_KEY`, and no key means no check."""
+
+    @field_validator("presets")
+    @classmethod
+    def _no_review(cls, presets: dict[str, MoASpec]) -> dict[str, MoASpec]:
+        # A request cannot answer the review pause, so such a preset would reply with nothing.
+        paused = [name for name, spec in presets.items() if spec.review]
+        if paused:
+            raise ValueError(f"preset {paused[0]!r} sets review, which the server cannot answer; set review to false")
+        return presets
 
 
 def load_config(path: str | Path) -> ServerConfig:
@@ -832,7 +841,8 @@ class _Run:
             "failed_proposals": sum(1 for p in proposals if p["error"]),
             "aggregations": len(result.get("aggregations", [])),
             "calls": result["usage"]["total"]["calls"],
-            "usage_by_model": result["usage"]["by_model"],
+            # The labels are model strings: no keys or server paths reach the client.
+            "usage_by_model": {_redact(label): usage for label, usage in result["usage"]["by_model"].items()},
             "latency_s": round(time.perf_counter() - self.started, 3),
             "queue_s": round(self.started - self.arrived, 3),
             "warnings": result.get("warnings", []),
@@ -989,15 +999,6 @@ async def _events(first: tuple[str, Any], queue: asyncio.Queue, run: _Run) -> As
 # --- running it -------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -1036,7 +1037,7 @@ def serve(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s:     %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     has_key = config.api_key is not None or bool(os.environ.get("SELFMOA_API_KEY"))
-    if not _is_loopback(host) and not has_key:
+    if not is_loopback_host(host) and not has_key:
         logger.warning("serving on %s without SELFMOA_API_KEY: anyone who can reach it can run the ensembles", host)
     app = create_app(config)
     names = ", ".join(app.state.ensembles.names())

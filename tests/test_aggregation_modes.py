@@ -7,7 +7,15 @@ import asyncio
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from selfmoa import AggregationError, SpecError, create_from_spec, create_moa, create_self_moa, create_self_moa_seq
+from selfmoa import (
+    AggregationError,
+    SpecError,
+    create_from_spec,
+    create_moa,
+    create_self_moa,
+    create_self_moa_seq,
+    model_providers,
+)
 from selfmoa.testing import FakeCall, FakeChatModel
 
 
@@ -114,6 +122,21 @@ def test_vote_streams_the_answer_and_runs_under_ainvoke():
     assert asyncio.run(graph.ainvoke(ask()))["answer"] == "Answer: 8"
     select = create_self_moa(answers("7", "Answer: 8", "8"), samples=3, mode="select").compile()
     assert asyncio.run(select.ainvoke(ask()))["answer"] == "Answer: 8"
+
+
+def test_vote_makes_no_aggregator_client():
+    made: list[str] = []
+
+    def judge(name: str, **kwargs) -> FakeChatModel:
+        made.append(name)  # a hosted aggregator would need its key here
+        return FakeChatModel(model=name)
+
+    with model_providers({"votejudge": judge}):
+        graph = create_self_moa(answers("7", "Answer: 8", "8"), samples=3, mode="vote", answer_of="number",
+                                aggregator="votejudge:big").compile()
+        assert graph.invoke(ask())["answer"] == "Answer: 8"
+        assert asyncio.run(graph.ainvoke(ask()))["answer"] == "Answer: 8"
+    assert made == []
 
 
 # --- every entry point ------------------------------------------------------------------------

@@ -231,6 +231,8 @@ def test_the_console_command_exits_2_without_a_traceback(argv, message):
         ("openai:m@127.0.0.1:9/v1", "the base URL must start with http:// or https://"),
         ("openai:m@http://127.0.0.1:9/v1?key_env=", "names no variable after 'key_env='"),
         ("openai:m@http://127.0.0.1:9/v1?api_key=sk-x", "unknown option 'api_key' after '?'"),
+        ("openai:m@https://bob:sk-x@proxy.example/v1", "the base URL holds a user name or password"),
+        ("openai:m@https://sk-x@proxy.example/v1", "put the key in an environment variable"),
     ],
 )
 def test_incomplete_model_strings_fail_at_build_time(model, message):
@@ -243,6 +245,7 @@ def test_incomplete_model_strings_fail_at_build_time(model, message):
         with pytest.raises(ModelResolutionError) as err:
             build()  # building, not invoking: no call was needed to find it
         assert message in str(err.value) and "\n" not in str(err.value)
+        assert "sk-x" not in str(err.value), "a key written into the model string is not repeated"
 
 
 def test_an_incomplete_model_string_is_one_line_from_the_cli():

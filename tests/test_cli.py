@@ -171,6 +171,15 @@ def test_a_spec_error_names_every_problem_up_to_three(tmp_path, capsys):
     assert "'layers.0.proposers.0.samples'" in err and "(2) " in err and "(3) " in err and err.endswith(" (and 1 more)\n")
 
 
+def test_a_spec_that_pauses_for_review_is_refused_before_any_call(tmp_path, capsys):
+    spec = tmp_path / "review.yaml"
+    spec.write_text("layers: [[{model: 'clifake:reviewed', samples: 2}]]\nreview: true\n")
+    assert main(["run", "--spec", str(spec), "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "review pauses the run" in err and "set review to false" in err
+    assert "reviewed" not in MADE or MADE["reviewed"].calls == []  # models are made on first use
+
+
 def test_done_in_shows_the_model_start_apart(capsys, monkeypatch, providers):
     import time as time_module
 

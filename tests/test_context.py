@@ -65,6 +65,15 @@ def test_bad_context_fails_the_run_at_its_start(fake, context, message):
     assert fake.calls == []
 
 
+def test_a_misspelt_or_misplaced_context_key_is_one_line(fake):
+    one_shot = create_self_moa(fake, samples=2).compile()
+    with pytest.raises(SpecError, match=r"^unknown run context key 'sample'; the keys are model, aggregator, samples"):
+        one_shot.invoke(ask(), context={"sample": 2})
+    with pytest.raises(SpecError, match="this graph aggregates in one call; drop them"):
+        one_shot.invoke(ask(), context={"window": 2})
+    assert fake.calls == []
+
+
 def test_context_schema_is_published(fake):
     schema = create_self_moa(fake).compile().get_context_jsonschema()
     assert {"model", "aggregator", "samples", "temperature", "window", "reserved", "seed", "prompt"} <= set(

@@ -258,6 +258,19 @@ def test_failed_units_are_retried(tmp_path):
     assert _calls() == before + 1  # the one aggregator call, from the cached samples
 
 
+def test_an_error_that_quotes_a_key_is_stored_without_it(tmp_path):
+    key = "sk-proj-0123456789abcdefXYZ"
+
+    def refuse(call: FakeCall) -> str:
+        raise PermissionError(f"Incorrect API key provided: {key}")
+
+    with model_providers({"evalleak": lambda name, **kwargs: FakeChatModel(model=name, reply=refuse)}):
+        run_eval(EvalSettings(task="hellaswag", methods=["single", "self-moa"], models=["evalleak:a"], limit=1,
+                              samples=2, aggregations=["vote"]), tmp_path, progress=False)
+    stored = "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))
+    assert "Incorrect API key provided: ***" in stored and key not in stored
+
+
 def test_cli_writes_table_json_and_plots(tmp_path, capsys):
     out = tmp_path / "results"
     argv = ["eval", "--task", "hellaswag", "--methods", "single,self-moa,moa,seq", "--models", "evalfake:a,evalfake:b",
@@ -364,6 +377,21 @@ def test_shards_share_one_cache_and_the_whole_report_reads_it(tmp_path):
 def test_cli_rejects_a_bad_shard(shard, capsys):
     assert main(["eval", "--task", "hellaswag", f"--shard={shard}"]) == 2
     assert "takes I/N with 0 <= I < N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--window", "3", "--reserved", "3"], "--reserved must be smaller than --window"),
+        (["--window", "4", "--reserved", "5"], "--reserved must be smaller than --window"),
+        (["--methods", "single,self-moa", "--patience", "2"], "add seq to --methods or drop --patience"),
+    ],
+)
+def test_cli_rejects_a_bad_window_before_any_call(flags, message, tmp_path, capsys):
+    argv = ["eval", "--task", "hellaswag", "--models", "evalfake:a", "--limit", "1", "--out", str(tmp_path), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and _calls() == 0
 
 
 def test_cli_rejects_an_unknown_task(capsys):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from selfmoa import AggregationError, SpecError, create_from_spec, create_self_moa_seq
+from selfmoa import AggregationError, SpecError, create_from_spec, create_self_moa_seq, model_providers
 from selfmoa.cli import main
 from selfmoa.graphs.schedule import window_calls
 from selfmoa.testing import FakeCall, FakeChatModel
@@ -129,3 +130,20 @@ def test_patience_from_specs_and_the_cli(capsys):
         create_from_spec({"layers": [["openai:m"]], "aggregator": {"patience": 2}})
     assert main(["run", "--patience", "2", "hi"]) == 2
     assert "--patience is not used by --method self-moa" in capsys.readouterr().err
+    with model_providers({"patfake": lambda name, **kwargs: model()}):
+        argv = ["run", "--model", "patfake:x", "--method", "seq", "--samples", str(N), "--window", str(W),
+                "--reserved", str(R), "--patience", "2", "--answer-of", "number", "--json", "hi"]
+        assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["stopped"] == "settled" and report["saved"] == run(model(), patience=2)[0]["saved"]
+    assert report["saved"]["aggregations"] > 0
+
+
+@pytest.mark.parametrize("patience", [None, 3])
+def test_a_last_batch_that_fails_whole_is_not_a_settled_stop(patience):
+    # The synthesis changes at every step, so nothing settles; the last batch [10, 11] fails.
+    fake = FakeChatModel(reply=model(lambda call, step: f"Answer: {40 + step}").reply, fail_samples={10, 11})
+    result, events = run(fake, patience=patience)
+    assert result["stopped"] == "samples" and result["saved"] == {"proposals": 0, "aggregations": 0}
+    assert events == [] and {p["sample"] for p in result["proposals"] if not p["error"]} == set(range(10))
+    assert len(result["aggregations"]) == window_calls(N, W, R) - 1, "no window step is left for the failed batch"

@@ -50,6 +50,10 @@ def test_resume_without_changes_keeps_all(fake):
         ({"drop": [7]}, "samples [7] that are not under review"),
         ({"keep": [1]}, "must be True or a dict with 'drop' and/or 'edit'"),
         ({"edit": {0: ""}}, "edits must be non-empty strings"),
+        ({"drop": 1}, "'drop' must be a list of sample numbers"),
+        ({"drop": ["first"]}, "'drop' must be a list of sample numbers"),
+        ({"edit": {"first": "x"}}, "'edit' must map sample numbers to texts"),
+        ({"edit": ["x"]}, "'edit' must map sample numbers to texts"),
     ],
 )
 def test_bad_decisions_pause_again_with_the_error_and_lose_nothing(fake, decision, message):

@@ -83,6 +83,7 @@ seq: {layers: [[{model: "srvfake:seq", samples: 5}]], aggregator: {mode: window,
 broken: {layers: [[{model: "srvfake:broken", samples: 2}]], max_attempts: 1}
 leaky: {layers: [[{model: "srvfake:leaky", samples: 2}]], max_attempts: 1}
 load: {layers: [[{model: "srvfake:load", samples: 3}]]}
+pathy: {layers: [[{model: "srvfake:/tmp/models/m.gguf", samples: 2}]]}
 """
 
 
@@ -165,6 +166,12 @@ def test_extension_field_breaks_the_run_down(client):
     assert (ext["proposals"], ext["failed_proposals"], ext["aggregations"], ext["calls"]) == (3, 0, 1, 4)
     assert set(ext["usage_by_model"]) == {"team"} and ext["usage_by_model"]["team"]["calls"] == 4
     assert ext["latency_s"] > 0 and ext["queue_s"] >= 0 and ext["warnings"] == []
+
+
+def test_the_breakdown_by_model_shows_no_server_path(client):
+    ext = ask(client, "pathy").model_extra["selfmoa"]
+    assert MODELS["/tmp/models/m.gguf"].calls, "the label is the model's path"
+    assert list(ext["usage_by_model"]) == ["<server path>"] and ext["usage_by_model"]["<server path>"]["calls"] == 3
 
 
 def test_streaming_sends_the_answer_token_by_token_then_usage(client):
@@ -500,6 +507,7 @@ def test_a_client_that_goes_away_frees_its_slot(small_url, stream):
         ("server: {api_key: abc}", "SELFMOA_API_KEY"),
         ("mine: {layers: []}", "preset 'mine'"),
         ("- a\n- b", "must hold a mapping"),
+        ("mine: {layers: [[local]], review: true}", "preset 'mine' sets review, which the server cannot answer"),
     ],
 )
 def test_bad_config_files_are_one_line_spec_errors(tmp_path, text, message):

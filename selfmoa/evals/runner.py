@@ -33,6 +33,7 @@ from selfmoa.evals.replay import ReplayChatModel
 from selfmoa.evals.tasks import Item, Task
 from selfmoa.graphs import create_from_spec, create_self_moa
 from selfmoa.nodes import create_model
+from selfmoa.nodes.errors import describe_error
 from selfmoa.prompts import SELECT_ASK, SELECT_PROMPT
 
 METHODS = ("single", "self-moa", "moa", "seq")
@@ -117,6 +118,12 @@ def build_configs(
         raise ValueError("give at least one model with --models")
     if samples < 1 or any(k < 1 for k in sweep):
         raise ValueError("--samples and --samples-sweep need positive numbers")
+    # Checked here, not per item: a bad window would otherwise fail every seq run after its draw.
+    if "seq" in methods and not 0 < reserved < window:
+        raise ValueError(f"--reserved must be smaller than --window (0 < reserved < window), got window={window}, "
+                         f"reserved={reserved}; e.g. --window 4 --reserved 2")
+    if patience is not None and "seq" not in methods:
+        raise ValueError("--patience stops the sliding window of seq early; add seq to --methods or drop --patience")
     a = models[0]
     ks = sorted({*sweep, samples})
     configs: list[Config] = []
@@ -331,7 +338,7 @@ def draw(task: Task, item: Item, model: Any, *, count: int, start: int, temperat
             text, error = message.text, None
             usage = _usage({**(message.usage_metadata or {}), "calls": 1})
         except Exception as exc:  # recorded; the next run draws it again
-            text, error, usage = "", f"{type(exc).__name__}: {exc}", _usage(None)
+            text, error, usage = "", describe_error(exc), _usage(None)
         return [{"text": text, "usage": usage, "error": error, "correct": bool(task.score(item, text)) if not error else None,
                  "latency": round(time.perf_counter() - started, 3)}]
     graph = create_self_moa(model, samples=count - start, temperature=temperature, seed=seed + start,
@@ -340,7 +347,7 @@ def draw(task: Task, item: Item, model: Any, *, count: int, start: int, temperat
         result = graph.invoke({"messages": [("user", item.prompt)]})
         proposals = result["proposals"]
     except Exception as exc:  # every sample failed: recorded as failed samples
-        proposals = [{"text": "", "usage": None, "error": f"{type(exc).__name__}: {exc}", "latency": 0.0}] * (count - start)
+        proposals = [{"text": "", "usage": None, "error": describe_error(exc), "latency": 0.0}] * (count - start)
     return [{"text": p["text"], "usage": _usage(p["usage"]), "error": p["error"], "latency": p["latency"],
              "correct": bool(task.score(item, p["text"])) if not p["error"] else None} for p in proposals]
 
@@ -383,7 +390,7 @@ def aggregate_unit(task: Task, item: Item, config: Config, draws: dict[str, list
                 proposals.append({"model": p["model"], "sample": p["sample"], "text": p["text"],
                                   "correct": ok, "error": p["error"]})
         except Exception as exc:
-            answer, usage, error = "", _usage(None), f"{type(exc).__name__}: {exc}"
+            answer, usage, error = "", _usage(None), describe_error(exc)
     return {
         "task": s.task, "item": item.id, "config": config.name, "key": config.key(_settings_key(s, task)),
         "answer": answer, "correct": bool(task.score(item, answer)) if not error else False,
