@@ -306,6 +306,10 @@ def check_run_flags(args: argparse.Namespace) -> argparse.Namespace:
                 f"{flags(unused)} {'is' if len(unused) == 1 else 'are'} not used by --method {method}; "
                 f"drop {'it' if len(unused) == 1 else 'them'}, or add --method {' or '.join(users)}"
             )
+        if method == "seq" and getattr(args, "aggregate", None) == "vote":
+            # Said in the command's own words, before the spec would say it in the factory's.
+            raise SpecError("--aggregate vote takes all samples at once and cannot slide a window; "
+                            "use --aggregate synthesize or select with --method seq, or drop --method seq")
     if getattr(args, "answer_of", None) and getattr(args, "aggregate", None) != "vote" and not getattr(args, "patience", None):
         raise SpecError("--answer-of is used by --aggregate vote and --patience only; drop it, or add one of them")
     for dest, default in RUN_DEFAULTS.items():

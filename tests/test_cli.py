@@ -139,6 +139,8 @@ def test_console_script_exits_non_zero_without_traceback(tmp_path):
          "--samples, --temperature are not used with --spec, whose file sets the method, models and their settings; "
          "drop them, or set them in the spec file"),
         (["run", "--spec", "s.yaml", "--model", "clifake:x", "Hi"], "--model is not used with --spec"),
+        (["run", "--method", "seq", "--aggregate", "vote", "--model", "clifake:x", "Hi"],
+         "--aggregate vote takes all samples at once and cannot slide a window; use --aggregate synthesize or select"),
     ],
 )
 def test_a_flag_the_method_does_not_use_is_an_error(argv, message, capsys):
