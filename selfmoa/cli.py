@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="results", help="directory for the cache, table, JSON and plots")
     ev.add_argument("--report", type=_report_name, default="results", metavar="NAME",
                     help="file names of the table and figures in --out: NAME.md, NAME.json (default: results)")
+    ev.add_argument("--rescore", action="store_true", help="first score the cached answers again with the task's "
+                    "current scorer (after a scorer fix; vote is recomputed from the cached samples); no model call")
     ev.add_argument("--no-diversity", action="store_true", help="skip the Vendi diversity (no embedding model)")
     ev.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress bars")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from selfmoa.evals.report import build_report, machine, write_report
-from selfmoa.evals.runner import EvalSettings, cut_aggregations, cut_replies, load_draws, run_eval
+from selfmoa.evals.runner import EvalSettings, cut_aggregations, cut_replies, load_draws, rescore, run_eval
 from selfmoa.evals.tasks import get_task
 
 
@@ -34,6 +34,11 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         workers=args.workers, shard=args.shard,
     )
     out = Path(args.out)
+    if args.rescore:
+        counts = rescore(out, task, args.task)
+        if not args.quiet:
+            print(f"rescored {args.out}: {counts['changed']} verdicts changed, {counts['votes']} vote records to "
+                  "recompute from the cached samples", file=sys.stderr)
     started = time.perf_counter()
     by_config = run_eval(settings, out, task=task, progress=not args.quiet)
     if embed is None and not args.no_diversity:
@@ -44,7 +49,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         "task": args.task, "models": settings.models, "methods": settings.methods, "limit": args.limit, "shard": args.shard,
         "samples": args.samples, "sweep": settings.sweep, "temperature": args.temperature,
         "max_tokens": args.max_tokens or task.max_tokens, "seed": args.seed, "window": args.window,
-        "reserved": args.reserved, "aggregations": settings.aggregations, "patience": args.patience, "command": "selfmoa " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"]
+        "reserved": args.reserved, "aggregations": settings.aggregations, "patience": args.patience, "command": "selfmoa " + shlex.join(a for a in sys.argv[1:] if a != "--rescore") if sys.argv[1:2] == ["eval"]
         else "selfmoa eval ...", "machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.perf_counter() - started,
     }

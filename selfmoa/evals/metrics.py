@@ -292,29 +292,43 @@ def memoized(embed: Embedder) -> Embedder:
     return cached
 
 
-def fit_quality_diversity(rows: Sequence[dict]) -> dict[str, Any]:
-    """Least-squares fit accuracy ≈ α·quality + β·diversity + γ over configurations.
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
-    Needs at least 4 configurations with both figures; otherwise says why there is none.
+
+def fit_quality_diversity(rows: Sequence[dict]) -> dict[str, Any]:
+    """Least-squares fit accuracy ≈ α·quality + β·diversity + γ over distinct sample sets.
+
+    Configurations that aggregate the same samples share one (quality, diversity) point,
+    so each point counts once, with the mean accuracy of its configurations. Needs at
+    least 4 distinct points, not all on one line; otherwise says why there is no fit.
 
     Example:
         >>> rows = [{"quality": q, "diversity": d, "accuracy": 2 * q + 0.5 * d + 0.1}
         ...         for q, d in [(0.1, 1), (0.5, 2), (0.3, 4), (0.9, 3)]]
         >>> fit = fit_quality_diversity(rows)
-        >>> [round(fit[k], 6) for k in ("alpha", "beta", "gamma", "r2")]
-        [2.0, 0.5, 0.1, 1.0]
+        >>> [round(fit[k], 6) for k in ("alpha", "beta", "gamma", "r2")], fit["configs"], fit["points"]
+        ([2.0, 0.5, 0.1, 1.0], 4, 4)
+        >>> fit_quality_diversity(rows[:3] + [{**rows[0], "accuracy": 0.0}])["note"]
+        'only 3 distinct (quality, diversity) points among 4 configurations; the fit needs at least 4'
     """
     import numpy as np
 
     pts = [r for r in rows if r.get("quality") is not None and r.get("diversity") is not None]
-    if len(pts) < 4:
-        return {"configs": len(pts), "note": f"only {len(pts)} configurations with proposals; the fit needs at least 4"}
-    x = np.array([[r["quality"], r["diversity"], 1.0] for r in pts])
-    y = np.array([r["accuracy"] for r in pts])
+    by_point: dict[tuple[float, float], list[float]] = {}
+    for r in pts:
+        by_point.setdefault((round(r["quality"], 9), round(r["diversity"], 9)), []).append(r["accuracy"])
+    x = np.array([[q, d, 1.0] for q, d in by_point] or np.zeros((0, 3)))
+    if len(by_point) < 4 or np.linalg.matrix_rank(x) < 3:
+        return {"configs": len(pts), "points": len(by_point),
+                "note": f"only {_count(len(by_point), 'distinct (quality, diversity) point')} among "
+                        f"{_count(len(pts), 'configuration')}; the fit needs at least 4" if len(by_point) < 4
+                        else "the points lie on one line: no fit"}
+    y = np.array([sum(a) / len(a) for a in by_point.values()])
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     pred = x @ coef
     ss_tot = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float(((y - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
-    note = "few configurations: with 3 parameters the fit is loose" if len(pts) < 8 else ""
-    return {"configs": len(pts), "alpha": float(coef[0]), "beta": float(coef[1]), "gamma": float(coef[2]),
-            "r2": r2, "note": note}
+    r2 = 1.0 - float(((y - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else None  # None: JSON has no NaN
+    note = "few points: with 3 parameters the fit is loose" if len(by_point) < 8 else ""
+    return {"configs": len(pts), "points": len(by_point), "alpha": float(coef[0]), "beta": float(coef[1]),
+            "gamma": float(coef[2]), "r2": r2, "note": note}

@@ -42,7 +42,10 @@ def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: 
             if against and against != row["config"] and by_config.get(against) and by_config.get(row["config"]):
                 row[f"vs_{key}"] = _paired(by_config[row["config"]], by_config[against])
     # A computation reported under two names counts once in the fit.
-    fit = fit_quality_diversity([r for r in rows if r.get("items") and not r.get("same_as")])
+    fitted = [r for r in rows if r.get("items") and not r.get("same_as")]
+    # The paper's fit is of its aggregator, synthesis; other modes of the same samples would
+    # give one point several accuracies. Reports from before the modes name none.
+    fit = fit_quality_diversity([r for r in fitted if r["config"].endswith(" synthesize")] or fitted)
     return {"meta": meta, "rows": rows, "fit": fit, "diversity_method": diversity_method(embed)}
 
 
@@ -236,8 +239,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if "alpha" in fit:
         lines.append(
-            f"Fit over {fit['configs']} configurations: accuracy ≈ {fit['alpha']:.3f}·quality + "
-            f"{fit['beta']:.3f}·diversity + {fit['gamma']:.3f}, R² = {fit['r2']:.3f}. {fit['note']}".rstrip()
+            f"Fit over {fit['points']} distinct sample sets ({fit['configs']} configurations): accuracy ≈ "
+            f"{fit['alpha']:.3f}·quality + {fit['beta']:.3f}·diversity + {fit['gamma']:.3f}, {_r2(fit)}. "
+            f"{fit['note']}".rstrip()
         )
     else:
         lines.append(f"No quality–diversity fit: {fit['note']}.")
@@ -297,8 +301,8 @@ def plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
             ax.set_xlabel(label)
         axes[0].set_ylabel("final accuracy")
         fit = report["fit"]
-        title = (f"accuracy ≈ {fit['alpha']:.2f}·q + {fit['beta']:.2f}·d + {fit['gamma']:.2f}, R²={fit['r2']:.2f} "
-                 f"({fit['configs']} configs)" if "alpha" in fit else f"no fit: {fit['note']}")
+        title = (f"accuracy ≈ {fit['alpha']:.2f}·q + {fit['beta']:.2f}·d + {fit['gamma']:.2f}, {_r2(fit)} "
+                 f"({fit['points']} sample sets)" if "alpha" in fit else f"no fit: {fit['note']}")
         fig.suptitle(f"{task}: quality vs diversity — {title}", fontsize=9)
         fig.tight_layout()
         written.append(out / f"{prefix}quality_diversity.png")
@@ -350,3 +354,7 @@ def write_report(report: dict[str, Any], out: Path, *, with_plots: bool = True, 
     if with_plots:
         written += plots(report, out, prefix="" if name == "results" else f"{name}-")
     return written
+
+
+def _r2(fit: dict) -> str:
+    return "R² undefined (equal accuracies)" if fit["r2"] is None else f"R² = {fit['r2']:.3f}"

@@ -289,6 +289,49 @@ def _one_call_output(draws: dict[tuple, dict], r: dict, max_tokens: int, tempera
     return [own] if own > 0 else []
 
 
+def rescore(out: Path, task: Task, name: str) -> dict[str, int]:
+    """Score the cached answers of task `name` in `out` again with the task's current scorer.
+
+    For after a scorer fix: every drawn sample and every record gets its `correct` anew,
+    with no model call. `vote` records are dropped instead, since which answer wins
+    depends on the task's `answer_of`; the next run recomputes them from the cached
+    samples, again with no model call. Records of Seq with `patience` keep where they
+    stopped (decided by the extractor of their time) and only their answer is scored.
+    Nothing else may be writing to `out` meanwhile. Returns how many verdicts changed
+    and how many vote records were dropped.
+    """
+    items = {item.id: item for item in task.load(None)}
+    counts = {"changed": 0, "votes": 0}
+
+    def verdict(item: Item, entry: dict, text_key: str) -> None:
+        if entry.get("error"):  # a failed call stays failed
+            return
+        right = bool(task.score(item, entry[text_key]))
+        counts["changed"] += right != entry.get("correct")
+        entry["correct"] = right
+
+    draws = _read_jsonl(out / DRAWS_FILE)
+    for record in draws:
+        if record["task"] == name and record["item"] in items:
+            for sample in record["samples"]:
+                verdict(items[record["item"]], sample, "text")
+    kept = []
+    for record in _read_jsonl(out / RUNS_FILE):
+        if record["task"] == name and record["item"] in items:
+            if "votes" in record:
+                counts["votes"] += 1
+                continue
+            verdict(items[record["item"]], record, "answer")
+            for proposal in record["proposals"]:
+                verdict(items[record["item"]], proposal, "text")
+        kept.append(record)
+    for path, records in ((out / DRAWS_FILE, draws), (out / RUNS_FILE, kept)):
+        temporary = path.with_suffix(".rescore")
+        temporary.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        os.replace(temporary, path)  # whole or not at all: a kill leaves the old cache
+    return counts
+
+
 def _draw_key(r: dict) -> tuple:
     return (r["task"], r["item"], r["model"], r["temperature"], r["max_tokens"], r["seed"])
 
@@ -516,4 +559,4 @@ def _finished(rec: dict | None) -> bool:
 
 
 __all__ = ["AGGREGATIONS", "METHODS", "Config", "EvalSettings", "aggregate_unit", "build_configs", "cut_aggregations", "cut_replies",
-           "draw", "load_draws", "load_records", "mix_label", "run_eval"]
+           "draw", "load_draws", "load_records", "mix_label", "rescore", "run_eval"]

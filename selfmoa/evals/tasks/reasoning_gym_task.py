@@ -6,12 +6,15 @@ comparison. Its difficulty was chosen by measuring, not guessed: on 40 items of 
 seed (7), Qwen2.5-Coder-0.5B's greedy accuracy was 3/40 at the default difficulty, 9/40 at
 2-4 terms of 1-2 digits and 15/40 (0.38) at 2-3 terms of 1-2 digits, the only one in the
 30-70% band where aggregation can both help and hurt (`python benchmarks/rg_difficulty.py`,
-2026-11-30). The reported items use seed 42.
+2026-11-30; scored with the first version of `extract`, which read LaTeX-wrapped and worked
+answers such as "\\boxed{34}" or "Answer: -3 + 6 = 3" as wrong, so those counts are low). The
+reported items use seed 42.
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from selfmoa.evals.tasks.base import Item
 
@@ -20,19 +23,39 @@ SIZE = 200
 INSTRUCTION = "Work it out, then end with a last line of the form 'Answer: <number>'."
 
 
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_MARK = re.compile(r"answer\s*(?:is\b\s*:?|:)", re.IGNORECASE)
+
+
 def extract(answer: str) -> str | None:
-    """The text after the last 'Answer:', else the last number.
+    """The final answer of a reply: what follows the last "Answer:" (or "answer is"), else the last number.
+
+    LaTeX wrappers (`\\boxed{}`, `\\(`, `\\[`, `$`) are dropped first. Of the marked line,
+    the result after its last "=" (or "equals") counts; a lone number is written
+    canonically ("-3.0" is "-3", "-0" is "0"), anything else is returned as it stands, so
+    that a restated expression ("Answer: -4 - 0 * -7") is not read as its first term.
 
     Example:
-        >>> extract("-5 * -6 = 30\\nAnswer: 30"), extract("it is -2")
-        ('30', '-2')
+        >>> extract("Answer: 25 - (-43) = 25 + 43 = 68."), extract("the final answer is:\\n\\\\[ \\\\boxed{-3.0} \\\\]")
+        ('68', '-3')
+        >>> extract("Answer: -4 - 0 * -7"), extract("it is -2")
+        ('-4 - 0 * -7', '-2')
     """
-    text = (answer or "").replace("**", "")
-    marked = re.findall(r"answer\s*(?:is|:)\s*([^\n]+)", text, re.IGNORECASE)
-    if marked:
-        return marked[-1].strip().rstrip(".").strip("$ ")
-    numbers = re.findall(r"-?\d+(?:\.\d+)?", text)
-    return numbers[-1] if numbers else None
+    text = re.sub(r"\\boxed\{([^{}]*)\}", r"\1", (answer or "").replace("**", ""))
+    text = re.sub(r"\\[\[\]()]|\$", " ", text)
+    marks = list(_MARK.finditer(text))
+    if not marks:
+        numbers = re.findall(_NUMBER, text)
+        return _canonical(numbers[-1]) if numbers else None
+    line = text[marks[-1].end():].strip(" \t\n:").split("\n", 1)[0]
+    result = re.split(r"=|\bequals\b", line)[-1]
+    lone = re.fullmatch(r"\s*(" + _NUMBER + r")\s*[.!]?\s*", result)
+    return _canonical(lone.group(1)) if lone else (line.strip() or None)
+
+
+def _canonical(number: str) -> str:
+    value = Decimal(number).normalize()
+    return format(value, "f") if value != value.to_integral() else str(int(value))
 
 
 class ReasoningGymArithmetic:
