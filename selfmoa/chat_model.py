@@ -59,6 +59,10 @@ class MoAChatModel(BaseChatModel):
             self.graph = self.graph.compile()
         if not hasattr(self.graph, "invoke") or not hasattr(self.graph, "astream"):
             raise SelfMoAError("MoAChatModel needs a selfmoa graph, e.g. graph=create_self_moa(model)")
+        if getattr(self.graph, "checkpointer", None) not in (None, False):
+            # A chat model call carries no thread, and a checkpointed graph needs one.
+            raise SelfMoAError("MoAChatModel runs the graph without a thread; pass the graph uncompiled, or compiled "
+                               "without a checkpointer")
         return self
 
     @property
@@ -97,7 +101,7 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         inputs, context = self._inputs(messages, stop, kwargs)
-        return _result(self.graph.invoke(inputs, context=context or None))
+        return _result(self.graph.invoke(inputs, context=context or None), self.model_name)
 
     async def _agenerate(
         self,
@@ -107,7 +111,7 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         inputs, context = self._inputs(messages, stop, kwargs)
-        return _result(await self.graph.ainvoke(inputs, context=context or None))
+        return _result(await self.graph.ainvoke(inputs, context=context or None), self.model_name)
 
     async def _astream(
         self,
@@ -125,7 +129,7 @@ class MoAChatModel(BaseChatModel):
                 final = part
             elif part[0].content:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=part[0].content))
-        yield _last_chunk(final)
+        yield _last_chunk(final, self.model_name)
 
     def _stream(
         self,
@@ -141,7 +145,7 @@ class MoAChatModel(BaseChatModel):
                 final = part
             elif part[0].content:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=part[0].content))
-        yield _last_chunk(final)
+        yield _last_chunk(final, self.model_name)
 
 
 def _metadata(state: dict) -> dict[str, Any]:
@@ -159,21 +163,28 @@ def _usage(state: dict) -> dict[str, int]:
     return {k: int(total.get(k, 0)) for k in ("input_tokens", "output_tokens", "total_tokens")}
 
 
-def _result(state: dict) -> ChatResult:
+def _finished(state: dict) -> dict:
+    if "__interrupt__" in state:  # a review pause: there is no answer to give yet
+        raise SelfMoAError("the graph paused for review, which a chat model call cannot answer; build it without "
+                           "review=True, or run it directly with a checkpointer")
+    return state
+
+
+def _result(state: dict, name: str) -> ChatResult:
     message = AIMessage(
-        content=state["answer"],
+        content=_finished(state)["answer"],
         usage_metadata=_usage(state),
-        response_metadata={"model_name": "selfmoa", "selfmoa": _metadata(state)},
+        response_metadata={"model_name": name, "selfmoa": _metadata(state)},
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def _last_chunk(state: dict) -> ChatGenerationChunk:
+def _last_chunk(state: dict, name: str) -> ChatGenerationChunk:
     # Usage and the ensemble's summary ride on the last chunk, as OpenAI's include_usage does.
     return ChatGenerationChunk(
         message=AIMessageChunk(
             content="",
-            usage_metadata=_usage(state),  # type: ignore[arg-type]  # the three counts UsageMetadata needs
-            response_metadata={"model_name": "selfmoa", "selfmoa": _metadata(state)},
+            usage_metadata=_usage(_finished(state)),  # type: ignore[arg-type]  # the three counts UsageMetadata needs
+            response_metadata={"model_name": name, "selfmoa": _metadata(state)},
         )
     )

@@ -498,6 +498,13 @@ def model_path(name: str = DEFAULT_LOCAL_MODEL) -> Path:
 # --------------------------------------------------------------------------- #
 
 
+def _verbosity() -> int:
+    raw = os.environ.get("SELFMOA_LLAMA_VERBOSITY", "").strip() or "0"
+    if not raw.isdigit():
+        raise LocalModelError(f"SELFMOA_LLAMA_VERBOSITY must be 0 (silent), 1 (errors) or 3 (info), got {raw!r}")
+    return int(raw)
+
+
 def _resolve_threads(threads: int | None) -> int:
     if threads is None:
         env = os.environ.get("SELFMOA_THREADS", "").strip()
@@ -592,7 +599,7 @@ class LocalServer:
         # Silent by default: clients get every request error over HTTP, and
         # llama.cpp's default prints hundreds of lines per run. 1 = errors,
         # 3 = info (what the C++ server would print).
-        p.verbosity = int(os.environ.get("SELFMOA_LLAMA_VERBOSITY", "0"))
+        p.verbosity = _verbosity()
         self._params = p  # kept to start the server again on the same port (see revive)
 
         t0 = time.perf_counter()
@@ -1004,7 +1011,8 @@ def _reviving_clients(server: LocalServer) -> dict[str, Any]:
             try:
                 return super().handle_request(request)
             except hx.ConnectError:
-                if not server.revive():
+                # False and still open: another request has just started it again; resend too.
+                if not server.revive() and server.closed:
                     raise
                 return super().handle_request(request)
 
@@ -1013,7 +1021,8 @@ def _reviving_clients(server: LocalServer) -> dict[str, Any]:
             try:
                 return await super().handle_async_request(request)
             except hx.ConnectError:
-                if not await asyncio.to_thread(server.revive):  # loading the model blocks for seconds
+                # As above; loading the model blocks for seconds, hence the thread.
+                if not await asyncio.to_thread(server.revive) and server.closed:
                     raise
                 return await super().handle_async_request(request)
 

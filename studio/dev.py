@@ -26,10 +26,11 @@ OFFLINE = {"LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "tru
 
 def port_free(host: str, port: int) -> bool:
     """Whether `port` can be bound on `host` now (the same test langgraph-api makes)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]  # IPv4 or IPv6
+    with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
+            s.bind(address)
         except OSError:
             return False
     return True
@@ -41,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
     args, rest = parser.parse_known_args(argv)
-    if not port_free(args.host, args.port):
+    try:
+        free = port_free(args.host, args.port)
+    except socket.gaierror:
+        print(f"studio: error: {args.host!r} is not an address of this machine; use --host 127.0.0.1", file=sys.stderr)
+        return 2
+    if not free:
         print(
             f"studio: error: port {args.port} on {args.host} is in use (another `langgraph dev`?); stop that "
             f"server, or pick another port: python dev.py --port {args.port + 1}",

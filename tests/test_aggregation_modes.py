@@ -255,5 +255,5 @@ def test_studio_and_cli_expose_the_mode(capsys):
     from selfmoa.cli import main
 
     assert main(["run", "--method", "seq", "--aggregate", "vote", "--show-graph", "hi"]) == 2
-    assert "mode 'vote' takes all samples at once" in capsys.readouterr().err
+    assert "--aggregate vote takes all samples at once" in capsys.readouterr().err
     assert main(["run", "--aggregate", "select", "--show-graph", "hi"]) == 0

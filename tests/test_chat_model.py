@@ -93,3 +93,20 @@ def test_bad_options(fake):
         ensemble(fake).invoke("Hi", stop=["\n"])
     with pytest.raises(ValueError, match=r"unsupported call option\(s\) \['top_k'\]"):
         ensemble(fake).invoke("Hi", top_k=3)
+
+
+def test_graphs_it_cannot_run_are_refused_and_the_name_is_reported(fake):
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from selfmoa import SelfMoAError
+
+    with pytest.raises(SelfMoAError, match="runs the graph without a thread"):
+        MoAChatModel(graph=create_self_moa(fake, samples=2).compile(checkpointer=InMemorySaver()))
+    paused = MoAChatModel(graph=create_self_moa(fake, samples=2, review=True))
+    with pytest.raises(SelfMoAError, match="paused for review"):
+        paused.invoke("Hi")
+    with pytest.raises(SelfMoAError, match="paused for review"):
+        list(paused.stream("Hi"))
+    named = MoAChatModel(graph=create_self_moa(fake, samples=2), name="my-ensemble")
+    assert named.invoke("Hi").response_metadata["model_name"] == "my-ensemble"
+    assert {c.response_metadata.get("model_name") for c in named.stream("Hi")} - {None} == {"my-ensemble"}

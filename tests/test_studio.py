@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import free_port, log_tail, port_open
+from helpers import free_port, log_tail, missing, port_open, require
 
 from selfmoa.local import LOCAL_MODELS, list_local_models
 
@@ -98,18 +98,18 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _requirements() -> Path:
-    pytest.importorskip("langgraph_api", reason="needs: pip install 'selfmoa[studio]'")
-    pytest.importorskip("langgraph_sdk", reason="needs: pip install langgraph-sdk")
+    require("langgraph_api", "needs: pip install 'selfmoa[studio]'")
+    require("langgraph_sdk", "needs: pip install langgraph-sdk")
     # Not importorskip: importing xllamacpp here would fix its OpenMP wait policy for this
     # process before selfmoa.local sets it (see selfmoa/local.py).
     if importlib.util.find_spec("xllamacpp") is None:
-        pytest.skip("needs: pip install 'selfmoa[local]'")
+        missing("needs: pip install 'selfmoa[local]'")
     row = next(r for r in list_local_models() if r["name"] == "smollm2-135m")
     if not row["installed"]:
-        pytest.skip(f"smollm2-135m not installed: {LOCAL_MODELS['smollm2-135m'].install}")
+        missing(f"smollm2-135m not installed: {LOCAL_MODELS['smollm2-135m'].install}")
     cli = Path(sys.executable).with_name("langgraph")
     if not cli.exists():
-        pytest.skip("the langgraph CLI is not next to this Python: pip install 'selfmoa[studio]'")
+        missing("the langgraph CLI is not next to this Python: pip install 'selfmoa[studio]'")
     return cli
 
 
@@ -278,7 +278,7 @@ def test_context_overrides_samples(client, assistants):
 
 
 def test_mcp_lists_the_graphs_and_self_moa_answers(server):
-    mcp = pytest.importorskip("mcp", reason="needs: pip install mcp")
+    mcp = require("mcp", "needs: pip install mcp")
 
     async def call() -> tuple[list, object]:
         async with mcp.Client(f"{server.url}/mcp") as session:
@@ -356,7 +356,7 @@ def _readme_block(fence: str, needle: str, server) -> str:
 
 
 def test_readme_mcp_example_prints_the_tools_and_the_answer(server, capsys):
-    pytest.importorskip("mcp", reason="needs: pip install mcp")
+    require("mcp", "needs: pip install mcp")
     exec(compile(_readme_block("py", "from mcp import Client", server), "README.md[mcp]", "exec"), {})
     lines = capsys.readouterr().out.strip().split("\n")
     tools, answer, usage = lines[0], "\n".join(lines[1:-1]), lines[-1]  # the answer may span lines
@@ -367,7 +367,7 @@ def test_readme_mcp_example_prints_the_tools_and_the_answer(server, capsys):
 
 def test_readme_a2a_example_prints_the_answer(server):
     if shutil.which("curl") is None:
-        pytest.skip("needs curl")
+        missing("needs curl (apt-get install curl)")
     script = _readme_block("bash", "/a2a/$ID", server)
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=300, env=env)

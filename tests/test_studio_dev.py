@@ -51,6 +51,23 @@ def test_port_free_tells_a_taken_port_from_a_free_one():
     assert dev.port_free("127.0.0.1", port)
 
 
+def test_port_free_takes_ipv6_and_a_bad_host_is_one_line(capsys):
+    dev = _load("dev")
+    if socket.has_ipv6:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("::1", 0))
+            except OSError:
+                pytest.skip("no IPv6 loopback on this machine")
+            port = s.getsockname()[1]
+            s.listen()
+            assert not dev.port_free("::1", port)
+        assert dev.port_free("::1", port)
+    assert dev.main(["--host", "no-such-host.invalid", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'no-such-host.invalid' is not an address of this machine" in err
+
+
 def test_langgraph_json_mounts_the_mcp_middleware():
     config = json.loads((STUDIO / "langgraph.json").read_text())
     path, _, name = config["http"]["app"].partition(":")
