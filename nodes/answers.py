@@ -17,7 +17,10 @@ AnswerOf = Callable[[str], "str | None"]
 
 _NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
 _MARKED = re.compile(r"(?:answer\s*(?:is|:)|####|\\boxed\{)\s*\**\s*\$?\s*(" + _NUMBER + ")", re.IGNORECASE)
-_LETTER_MARKED = re.compile(r"answer\s*(?:is|:)?\s*[:\s]*\**\(?([A-J])\b\)?", re.IGNORECASE)
+# A lower-case letter counts only when it stands alone ("is b.", "(b)"): "the answer is a man" is prose.
+_LETTER_MARKED = re.compile(
+    r"(?i:answer)\s*(?:(?i:is)\s*)?[:\s]*\**\(?(?:([A-J])\b|([a-j])(?:\)|(?=[.,;!]?\s*$)))", re.MULTILINE
+)
 _LETTER_LINE = re.compile(r"^\W*\(?(?:([A-J])(?:[).:\s]|$)|([a-j])(?:\)|$))")  # "b)" or "b" alone, not "a cat"
 
 
@@ -50,10 +53,12 @@ def letter(text: str) -> str | None:
     Example:
         >>> letter("Option two fits.\\nAnswer: (b)"), letter("C) because it rains"), letter("c"), letter("a cat")
         ('B', 'C', 'C', None)
+        >>> letter("The answer is: D"), letter("the answer is b."), letter("The answer is a man who jumps")
+        ('D', 'B', None)
     """
     marked = _LETTER_MARKED.findall(text.replace("**", ""))
     if marked:
-        return marked[-1].upper()
+        return "".join(marked[-1]).upper()
     starts = [m.group(1) or m.group(2) for line in text.splitlines() if (m := _LETTER_LINE.match(line.strip()))]
     return starts[-1].upper() if starts else None
 

@@ -15,12 +15,16 @@ def choice(answer: str, endings: list[str] | None = None) -> int | None:
     Example:
         >>> choice("B"), choice("The answer is (c)."), choice("**D)** because"), choice("2. bounce"), choice("no idea")
         (1, 2, 3, 1, None)
+        >>> choice("The answer is: B"), choice("The answer is a man who jumps")
+        (1, None)
     """
     text = (answer or "").replace("*", "").strip()
-    m = re.search(r"(?:answer|ending|option|choice)\s*(?:is|:)?\s*\(?([A-Da-d1-4])\b\)?", text, re.IGNORECASE)
+    # As in `selfmoa.nodes.answers.letter`: a lower-case letter only when it stands alone.
+    m = re.search(r"(?i:answer|ending|option|choice)\s*(?:(?i:is)\s*)?:?\s*\(?(?:([A-D1-4])\b|([a-d])(?:\)|(?=[.,;!]?\s*$)))",
+                  text, re.MULTILINE)
     m = m or re.match(r"^\W*\(?([A-D1-4])\b", text) or re.match(r"^\W*\(?([a-d])\)", text)
     if m:
-        c = m.group(1).upper()
+        c = next(g for g in m.groups() if g).upper()
         return LETTERS.index(c) if c in LETTERS else int(c) - 1
     for i, ending in enumerate(endings or []):
         if ending[:40].lower() in text.lower():
