@@ -36,10 +36,19 @@ def number(text: str) -> str | None:
     found = _MARKED.findall(text) or re.findall(_NUMBER, text)
     if not found:
         return None
-    raw = found[-1].replace("$", "").replace(",", "")
+    return canonical_number(found[-1].replace("$", "").replace(",", ""))
+
+
+def canonical_number(raw: str) -> str:
+    """A number written one way: no trailing zeros, no exponent, no minus on zero.
+
+    Example:
+        >>> canonical_number("18.0"), canonical_number("-0"), canonical_number("1200.50")
+        ('18', '0', '1200.5')
+    """
     try:
         value = Decimal(raw).normalize()
-    except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
+    except InvalidOperation:  # pragma: no cover - callers pass what a number pattern matched
         return raw
     return format(value, "f") if value != value.to_integral() else str(int(value))
 

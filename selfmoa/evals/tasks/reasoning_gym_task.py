@@ -14,9 +14,9 @@ reported items use seed 42.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 
 from selfmoa.evals.tasks.base import Item
+from selfmoa.nodes.answers import canonical_number
 
 SEED = 42
 SIZE = 200
@@ -46,16 +46,11 @@ def extract(answer: str) -> str | None:
     marks = list(_MARK.finditer(text))
     if not marks:
         numbers = re.findall(_NUMBER, text)
-        return _canonical(numbers[-1]) if numbers else None
+        return canonical_number(numbers[-1]) if numbers else None
     line = text[marks[-1].end():].strip(" \t\n:").split("\n", 1)[0]
     result = re.split(r"=|\bequals\b", line)[-1]
     lone = re.fullmatch(r"\s*(" + _NUMBER + r")\s*[.!]?\s*", result)
-    return _canonical(lone.group(1)) if lone else (line.strip() or None)
-
-
-def _canonical(number: str) -> str:
-    value = Decimal(number).normalize()
-    return format(value, "f") if value != value.to_integral() else str(int(value))
+    return canonical_number(lone.group(1)) if lone else (line.strip() or None)
 
 
 class ReasoningGymArithmetic:
