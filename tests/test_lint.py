@@ -11,16 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from helpers import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tool(name: str) -> list[str]:
     if shutil.which(name, path=str(Path(sys.executable).parent)) is None and shutil.which(name) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; it is in the 'test' extra: pip install -e '.[test]'")
-        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+        missing(f"{name} is not installed; it is in the 'test' extra: pip install -e '.[test]'")
     return [sys.executable, "-m", name]
 
 
