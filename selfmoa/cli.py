@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--models", default="local", help="comma-separated; the first (A) is the strong model and "
                     "the aggregator (default: local)")
     ev.add_argument("--limit", type=_at_least(1), help="first N items of the task (default: all)")
+    ev.add_argument("--skip", type=_at_least(0), default=0, metavar="N", help="leave out the first N of those items "
+                    "(for example the items settings were chosen on): --skip 200 --limit 500 runs items 200-499")
     ev.add_argument("--shard", type=_shard, metavar="I/N", help="run only items I, I+N, I+2N, ... (0 <= I < N), so "
                     "that N processes or machines share one eval, also in one --out; then run without --shard "
                     "to report on all items")

@@ -28,7 +28,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         task=args.task,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         models=[m.strip() for m in args.models.split(",") if m.strip()],
-        limit=args.limit, samples=args.samples, sweep=_ints(args.samples_sweep), temperature=args.temperature,
+        limit=args.limit, skip=args.skip, samples=args.samples, sweep=_ints(args.samples_sweep), temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, window=args.window, reserved=args.reserved, threads=args.threads,
         aggregations=[m.strip() for m in args.aggregations.split(",") if m.strip()], patience=args.patience,
         workers=args.workers, shard=args.shard,
@@ -46,7 +46,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
 
         embed = minilm_embedder()
     meta = {
-        "task": args.task, "models": settings.models, "methods": settings.methods, "limit": args.limit, "shard": args.shard,
+        "task": args.task, "models": settings.models, "methods": settings.methods, "limit": args.limit, "skip": args.skip, "shard": args.shard,
         "samples": args.samples, "sweep": settings.sweep, "temperature": args.temperature,
         "max_tokens": args.max_tokens or task.max_tokens, "seed": args.seed, "window": args.window,
         "reserved": args.reserved, "aggregations": settings.aggregations, "patience": args.patience, "command": "selfmoa " + shlex.join(a for a in sys.argv[1:] if a != "--rescore") if sys.argv[1:2] == ["eval"]

@@ -165,6 +165,8 @@ class EvalSettings:
     methods: list[str]
     models: list[str]
     limit: int | None = None
+    skip: int = 0
+    """Leave out the first `skip` of the first `limit` items (those settings were chosen on)."""
     samples: int = 6
     sweep: list[int] = field(default_factory=list)
     temperature: float = 0.7
@@ -472,7 +474,7 @@ def run_eval(
 
     task = task or get_task(s.task)
     out.mkdir(parents=True, exist_ok=True)
-    items = task.load(s.limit)
+    items = task.load(s.limit)[s.skip:]
     if s.shard:
         items = items[s.shard[0]::s.shard[1]]
     configs = build_configs(s.methods, s.models, samples=s.samples, sweep=s.sweep, window=s.window,
