@@ -22,13 +22,14 @@ from langgraph.graph import END, START, StateGraph
 
 from selfmoa.graphs.plan import apply_context, make_plan
 from selfmoa.graphs.spec import MoASpec
-from selfmoa.nodes import CallPolicy, EnsembleContext, InputState, MoAState, ModelTable, OutputState, review
+from selfmoa.nodes import EnsembleContext, InputState, MoAState, OutputState, review
 from selfmoa.nodes.aggregate import make_aggregate
 from selfmoa.nodes.answers import answer_extractor
 from selfmoa.nodes.calls import node
 from selfmoa.nodes.propose import make_propose
 from selfmoa.nodes.run import Setup, aprepare, collect, prepare, route, route_via_review
 from selfmoa.nodes.state import Plan
+from selfmoa.runtime import CallPolicy, ModelTable
 
 __all__ = ["build_graph"]
 

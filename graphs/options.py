@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from typing_extensions import TypedDict
 
 from selfmoa.graphs.spec import AggregatorSpec, MoASpec, ProposerSpec, one_line
-from selfmoa.nodes import CallLimiter, SpecError
+from selfmoa.runtime import CallLimiter, SpecError
 
 
 class RunOptions(TypedDict, total=False):

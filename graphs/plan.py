@@ -9,8 +9,9 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 from selfmoa.graphs.spec import MoASpec, map_models, parse_spec
-from selfmoa.nodes import EnsembleContext, ModelTable, SpecError
+from selfmoa.nodes import EnsembleContext
 from selfmoa.nodes.state import Plan, PlanAggregator, PlanProposer
+from selfmoa.runtime import ModelTable, SpecError
 
 _TABLE_LOCK = threading.Lock()
 

@@ -8,7 +8,7 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.nodes import ModelLike
+from selfmoa.runtime import ModelLike
 
 # Relative, unlike the project's other imports, so that a type checker run over the
 # source folders sees the TypedDict that `Unpack` needs.

@@ -38,9 +38,9 @@ from pydantic import (
     model_validator,
 )
 
-from selfmoa.nodes import CallLimiter, SpecError
 from selfmoa.nodes.answers import answer_extractor
 from selfmoa.prompts import AGGREGATE_PROMPT
+from selfmoa.runtime import CallLimiter, SpecError
 
 Model = str | InstanceOf[BaseChatModel]
 

@@ -24,20 +24,13 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from selfmoa.nodes.answers import AnswerOf, normalized, vote
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_references, with_references
-from selfmoa.nodes.errors import AggregationError, describe_error
-from selfmoa.nodes.models import ModelTable, text_of, usage_of
-from selfmoa.nodes.policy import CallPolicy
 from selfmoa.nodes.run import answer_of_run
-from selfmoa.nodes.state import (
-    AggregateTask,
-    Aggregation,
-    Synthesis,
-    TokenUsage,
-    add_tokens,
-    usage_delta,
-    zero_tokens,
-)
+from selfmoa.nodes.state import AggregateTask, Aggregation, Synthesis
 from selfmoa.prompts import SELECT_ASK, SELECT_PROMPT, SELECT_RETRY, parse_choice
+from selfmoa.runtime.errors import AggregationError, describe_error
+from selfmoa.runtime.models import ModelTable
+from selfmoa.runtime.policy import CallPolicy
+from selfmoa.runtime.usage import TokenUsage, add_tokens, text_of, usage_delta, usage_of, zero_tokens
 
 # A mode's steps: a generator that yields the messages of each model call it needs, is
 # sent each reply, and returns (index of the chosen candidate or None, text, extra record

@@ -11,11 +11,12 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, with_references
-from selfmoa.nodes.errors import describe_error
-from selfmoa.nodes.inputs import CHARS_PER_TOKEN
-from selfmoa.nodes.models import ModelTable, text_of, usage_of
-from selfmoa.nodes.policy import CallPolicy, is_retryable
-from selfmoa.nodes.state import Proposal, ProposeTask, TokenUsage, add_usage, usage_delta, zero_tokens
+from selfmoa.nodes.state import Proposal, ProposeTask
+from selfmoa.runtime.errors import describe_error
+from selfmoa.runtime.inputs import CHARS_PER_TOKEN
+from selfmoa.runtime.models import ModelTable
+from selfmoa.runtime.policy import CallPolicy, is_retryable
+from selfmoa.runtime.usage import TokenUsage, add_usage, text_of, usage_delta, usage_of, zero_tokens
 
 _Call = tuple[BaseChatModel, list[BaseMessage], RunnableConfig, dict[str, Any]]
 

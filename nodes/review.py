@@ -6,8 +6,8 @@ from typing import Any
 
 from langgraph.types import interrupt
 
-from selfmoa.nodes.errors import InputError
 from selfmoa.nodes.state import MoAState
+from selfmoa.runtime.errors import InputError
 
 
 def review(state: MoAState) -> dict:

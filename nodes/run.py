@@ -32,9 +32,6 @@ from langgraph.types import Overwrite, Send
 
 from selfmoa.nodes.answers import AnswerOf
 from selfmoa.nodes.calls import trim_references
-from selfmoa.nodes.errors import ProposalsFailedError
-from selfmoa.nodes.inputs import check_input
-from selfmoa.nodes.models import ModelTable, context_tokens
 from selfmoa.nodes.schedule import window_schedule
 from selfmoa.nodes.state import (
     AggregateTask,
@@ -49,6 +46,9 @@ from selfmoa.nodes.state import (
     Tally,
     new_run,
 )
+from selfmoa.runtime.errors import ProposalsFailedError
+from selfmoa.runtime.inputs import check_input
+from selfmoa.runtime.models import ModelTable, context_tokens
 
 
 @dataclass(frozen=True)

@@ -18,23 +18,8 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
-from selfmoa.nodes.errors import SpecError
-
-
-class TokenUsage(TypedDict):
-    """Token counts of one or more model calls, as reported by the calls themselves."""
-
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    calls: int
-
-
-class UsageSummary(TypedDict):
-    """Token usage of a run: the total and a breakdown per model label."""
-
-    total: TokenUsage
-    by_model: dict[str, TokenUsage]
+from selfmoa.runtime.errors import SpecError
+from selfmoa.runtime.usage import TokenUsage, UsageSummary, add_usage, empty_usage
 
 
 class Proposal(TypedDict):
@@ -238,41 +223,6 @@ class AggregateTask(TypedDict):
     messages: list[AnyMessage]
     final: bool
     """Whether this step writes the answer (its tokens stream)."""
-
-
-def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSummary:
-    """Reducer that sums two usage summaries."""
-    out = empty_usage()
-    for part in (left, right):
-        if not part:
-            continue
-        add_tokens(out["total"], part["total"])
-        for label, counts in part["by_model"].items():
-            add_tokens(out["by_model"].setdefault(label, zero_tokens()), counts)
-    return out
-
-
-def zero_tokens() -> TokenUsage:
-    """A `TokenUsage` with every count at zero."""
-    return TokenUsage(input_tokens=0, output_tokens=0, total_tokens=0, calls=0)
-
-
-def empty_usage() -> UsageSummary:
-    """A `UsageSummary` with no calls."""
-    return UsageSummary(total=zero_tokens(), by_model={})
-
-
-def usage_delta(label: str, counts: TokenUsage) -> UsageSummary:
-    """The usage summary of calls by one model, ready for the `add_usage` reducer."""
-    return UsageSummary(total=counts.copy(), by_model={label: counts.copy()})
-
-
-def add_tokens(into: TokenUsage, counts: TokenUsage) -> None:
-    """Add `counts` into `into`, in place."""
-    into["input_tokens"] += counts.get("input_tokens", 0)
-    into["output_tokens"] += counts.get("output_tokens", 0)
-    into["total_tokens"] += counts.get("total_tokens", 0)
-    into["calls"] += counts.get("calls", 0)
 
 
 class InputState(TypedDict):

@@ -31,10 +31,11 @@ from selfmoa.graphs import (
     parse_spec,
 )
 from selfmoa.graphs.spec import MoASpec
-from selfmoa.nodes import SelfMoAError, SpecError, create_model
-from selfmoa.nodes.errors import describe_error
 from selfmoa.nodes.run import group_failures
-from selfmoa.nodes.secrets import redact
+from selfmoa.runtime import SelfMoAError, SpecError
+from selfmoa.runtime.errors import describe_error
+from selfmoa.runtime.models import model_client
+from selfmoa.runtime.secrets import redact
 
 METHODS = ("self-moa", "moa", "seq")
 
@@ -287,7 +288,7 @@ def check_run_flags(args: argparse.Namespace) -> argparse.Namespace:
         >>> check_run_flags(args)
         Traceback (most recent call last):
         ...
-        selfmoa.nodes.errors.SpecError: --window is not used by --method self-moa; drop it, or add --method seq
+        selfmoa.runtime.errors.SpecError: --window is not used by --method self-moa; drop it, or add --method seq
     """
 
     def flags(dests: list[str]) -> str:
@@ -363,13 +364,9 @@ def graph_from_args(args: argparse.Namespace, make: Any = None):
 
 
 def _make_model(name: str, args: argparse.Namespace) -> BaseChatModel:
-    kwargs: dict[str, Any] = {"max_tokens": args.max_tokens}
-    if name == "local" or name.startswith("local:"):
-        # Enough parallel slots that every sample of a run decodes in one batch.
-        kwargs["slots"] = max(args.samples if args.method != "moa" else len(args.model or [1]), 1)
-        if args.threads:
-            kwargs["threads"] = args.threads
-    return create_model(name, **kwargs)
+    # Enough parallel slots (embedded models) that every sample of a run decodes in one batch.
+    slots = max(args.samples if args.method != "moa" else len(args.model or [1]), 1)
+    return model_client(name, max_tokens=args.max_tokens, slots=slots, threads=args.threads)
 
 
 def _with_models(spec: dict, args: argparse.Namespace, make: Any) -> MoASpec:

@@ -1,7 +1,7 @@
 """OpenAI-compatible endpoints: the `openai:` model strings and the clients for local servers.
 
 Registered as the `openai` model provider when `selfmoa` is imported (see
-`selfmoa.nodes.models.register_model_provider`), so the core knows no endpoint grammar:
+`selfmoa.runtime.models.register_model_provider`), so the core knows no endpoint grammar:
 
 - `"openai:MODEL"`: OpenAI through `langchain-openai`; the key is read from
   `OPENAI_API_KEY` by the client.
@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 from langchain_core.language_models import BaseChatModel
 
-from selfmoa.nodes.errors import ModelResolutionError
-from selfmoa.nodes.secrets import remember_secret
+from selfmoa.runtime.errors import ModelResolutionError
+from selfmoa.runtime.secrets import remember_secret
 
 __all__ = ["check_openai_model", "is_loopback_host", "loopback_http_clients", "openai_model"]
 
@@ -38,7 +38,7 @@ def check_openai_model(spec: str, rest: str) -> None:
         >>> check_openai_model("openai:m@ftp://host", "m@ftp://host")
         Traceback (most recent call last):
         ...
-        selfmoa.nodes.errors.ModelResolutionError: model 'openai:m@ftp://host': the base URL must start with http:// or https://; write 'openai:MODEL@BASE_URL', e.g. 'openai:qwen2.5@http://localhost:8000/v1'
+        selfmoa.runtime.errors.ModelResolutionError: model 'openai:m@ftp://host': the base URL must start with http:// or https://; write 'openai:MODEL@BASE_URL', e.g. 'openai:qwen2.5@http://localhost:8000/v1'
     """
     model, at, endpoint = rest.partition("@")
     if not model.strip():

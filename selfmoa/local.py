@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfmoa.nodes.errors import SelfMoAError
+from selfmoa.runtime.errors import SelfMoAError
 
 if TYPE_CHECKING:  # only for annotations; importing it is not free
     from langchain_openai import ChatOpenAI
@@ -990,6 +990,11 @@ def local_chat_model(
     params["profile"] = {"max_input_tokens": server.ctx_per_slot}
     params.update(chat_kwargs)
     return ChatOpenAI(**params)
+
+
+def local_provider(name: str, **kwargs: Any) -> ChatOpenAI:
+    """The `local` model-string provider: `"local"` is the default model, `"local:NAME"` another."""
+    return local_chat_model(name or DEFAULT_LOCAL_MODEL, **kwargs)
 
 
 def _reviving_clients(server: LocalServer) -> dict[str, Any]:

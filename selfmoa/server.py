@@ -49,7 +49,7 @@ from selfmoa.endpoints import is_loopback_host
 from selfmoa.graphs import MoASpec, create_from_spec, map_models, parse_spec
 from selfmoa.graphs.spec import one_line
 from selfmoa.local import LocalModelError
-from selfmoa.nodes import (
+from selfmoa.runtime import (
     AggregationError,
     InputError,
     ModelResolutionError,
@@ -57,9 +57,9 @@ from selfmoa.nodes import (
     SpecError,
     create_model,
 )
-from selfmoa.nodes.errors import describe_error
-from selfmoa.nodes.inputs import check_input
-from selfmoa.nodes.secrets import redact
+from selfmoa.runtime.errors import describe_error
+from selfmoa.runtime.inputs import check_input
+from selfmoa.runtime.secrets import redact
 
 __all__ = ["BUILTIN_PRESETS", "ServerConfig", "create_app", "load_config", "serve"]
 

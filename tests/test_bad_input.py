@@ -28,7 +28,7 @@ from selfmoa import (
     model_providers,
 )
 from selfmoa.cli import main as cli_main
-from selfmoa.nodes.inputs import NO_INPUT
+from selfmoa.runtime.inputs import NO_INPUT
 from selfmoa.testing import FakeChatModel
 
 # --- bad input: one table across API, spec files, CLI and server ------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from selfmoa.nodes.errors import describe_error, status_of
-from selfmoa.nodes.policy import is_retryable
+from selfmoa.runtime.errors import describe_error, status_of
+from selfmoa.runtime.policy import is_retryable
 
 
 class APIStatusError(Exception):

@@ -167,7 +167,7 @@ def test_model_string_is_resolved_lazily_via_registered_provider(providers):
 
 def test_model_providers_are_scoped_and_restore_what_they_replaced():
     from selfmoa import ModelResolutionError, model_providers, register_model_provider, unregister_model_provider
-    from selfmoa.nodes.models import resolve_model
+    from selfmoa.runtime.models import resolve_model
 
     with model_providers({"scoped": lambda name, **kw: FakeChatModel(model="outer")}):
         assert resolve_model("scoped:x").model == "outer"

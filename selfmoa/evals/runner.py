@@ -32,9 +32,9 @@ from langchain_core.messages import HumanMessage
 from selfmoa.evals.replay import ReplayChatModel
 from selfmoa.evals.tasks import Item, Task
 from selfmoa.graphs import create_from_spec, create_self_moa
-from selfmoa.nodes import create_model
-from selfmoa.nodes.errors import describe_error
 from selfmoa.prompts import SELECT_ASK, SELECT_PROMPT
+from selfmoa.runtime.errors import describe_error
+from selfmoa.runtime.models import model_client
 
 METHODS = ("single", "self-moa", "moa", "seq")
 AGGREGATIONS = ("synthesize", "select", "vote")
@@ -185,12 +185,7 @@ class EvalSettings:
 
 
 def _make_model(name: str, max_tokens: int, slots: int, threads: int | None) -> Any:
-    kwargs: dict[str, Any] = {"max_tokens": max_tokens}
-    if name == "local" or name.startswith("local:"):
-        kwargs["slots"] = slots
-        if threads:
-            kwargs["threads"] = threads
-    return create_model(name, **kwargs)
+    return model_client(name, max_tokens=max_tokens, slots=slots, threads=threads)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

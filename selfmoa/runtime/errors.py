@@ -5,7 +5,7 @@ Each message is one line that says how to fix the input.
 
 from __future__ import annotations
 
-from selfmoa.nodes.secrets import redact
+from selfmoa.runtime.secrets import redact
 
 
 class SelfMoAError(Exception):

@@ -7,7 +7,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, SystemMessage
 
-from selfmoa.nodes.errors import InputError
+from selfmoa.runtime.errors import InputError
 
 CHARS_PER_TOKEN = 4
 """Characters per token of the cheap estimate (English text and code; fewer for some scripts)."""
@@ -58,7 +58,7 @@ def check_input(
         >>> check_input([HumanMessage("x" * 40_000)], contexts=[("local", 4096)])
         Traceback (most recent call last):
         ...
-        selfmoa.nodes.errors.InputError: input is too long: about 10,000 tokens against a context of 4,096 tokens of model 'local'; shorten the conversation or use a model with a larger context
+        selfmoa.runtime.errors.InputError: input is too long: about 10,000 tokens against a context of 4,096 tokens of model 'local'; shorten the conversation or use a model with a larger context
     """
     messages = list(messages or [])
     if not any(_text(m).strip() for m in messages if not isinstance(m, SystemMessage)):

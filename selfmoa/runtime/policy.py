@@ -19,8 +19,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 
-from selfmoa.nodes.errors import status_of
-from selfmoa.nodes.limiter import CallLimiter
+from selfmoa.runtime.errors import status_of
+from selfmoa.runtime.limiter import CallLimiter
 
 T = TypeVar("T")
 

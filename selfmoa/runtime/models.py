@@ -3,30 +3,35 @@
 A model is either a LangChain chat model instance or a string. Strings are resolved lazily,
 on first use, so that building a graph creates no client and reads no API key: keys are
 read by the client from the environment when it is created, and never enter graph state.
-How a model is called (retries, time limit) is `selfmoa.nodes.policy`; how a failure is
-described, `selfmoa.nodes.errors`; which key values are hidden, `selfmoa.nodes.secrets`.
+How a model is called (retries, time limit) is `selfmoa.runtime.policy`; how a failure is
+described, `selfmoa.runtime.errors`; which key values are hidden, `selfmoa.runtime.secrets`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
 
-from selfmoa.nodes.errors import ModelResolutionError, SelfMoAError
-from selfmoa.nodes.secrets import SECRET_NAME, redact, remember_model_secrets, remember_secret
-from selfmoa.nodes.state import TokenUsage
+from selfmoa.runtime.errors import ModelResolutionError, SelfMoAError
+from selfmoa.runtime.secrets import SECRET_NAME, redact, remember_model_secrets, remember_secret
 
 ModelLike = str | BaseChatModel
 """A chat model instance, or a string such as `"openai:gpt-4o-mini"` or `"local"`."""
 
 _PROVIDERS: dict[str, _Provider] = {}
-_CACHE: dict[str, BaseChatModel] = {}
+_CACHE: dict[tuple[str, int | None], BaseChatModel] = {}
+# The built-in prefixes, imported on their first use rather than registered on import, so
+# that importing selfmoa registers nothing; a registered provider of the same prefix wins.
+_BUILTIN = {
+    "local": ("selfmoa.local:local_provider", None),
+    "openai": ("selfmoa.endpoints:openai_model", "selfmoa.endpoints:check_openai_model"),
+}
 _CACHE_LOCK = threading.RLock()  # a provider may register another while it is resolved
 
 
@@ -94,17 +99,31 @@ def model_providers(providers: dict[str, Callable[..., BaseChatModel]]) -> Itera
 
 
 def registered_model_providers() -> list[str]:
-    """The registered model-string prefixes."""
-    return sorted(_PROVIDERS)
+    """The model-string prefixes known: the built-in ones (`local`, `openai`) and the registered ones."""
+    return sorted({*_PROVIDERS, *_BUILTIN})
+
+
+def _provider(prefix: str) -> _Provider | None:
+    if prefix in _PROVIDERS:
+        return _PROVIDERS[prefix]
+    if prefix not in _BUILTIN:
+        return None
+    factory, check = _BUILTIN[prefix]
+    return _Provider(_load(factory), _load(check) if check else None)
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _forget(prefix: str) -> None:
     # Resolved models of a prefix whose provider changed would otherwise outlive it.
-    for spec in [s for s in _CACHE if s.partition(":")[0] == prefix]:
-        del _CACHE[spec]
+    for key in [k for k in _CACHE if k[0].partition(":")[0] == prefix]:
+        del _CACHE[key]
 
 
-def resolve_model(spec: ModelLike) -> BaseChatModel:
+def resolve_model(spec: ModelLike, *, max_tokens: int | None = None) -> BaseChatModel:
     """Return the chat model for a model instance or string, creating it once per process.
 
     See `create_model` for the string forms. Graphs call this lazily, on a model's first
@@ -112,6 +131,8 @@ def resolve_model(spec: ModelLike) -> BaseChatModel:
 
     Args:
         spec: A chat model (returned as is) or a model string.
+        max_tokens: Most tokens per reply of a client made from a string (one client per
+            string and `max_tokens`); None: the model's default. An instance keeps its own.
 
     Raises:
         ModelResolutionError: One line saying what is wrong and how to fix it.
@@ -124,11 +145,31 @@ def resolve_model(spec: ModelLike) -> BaseChatModel:
     """
     if isinstance(spec, BaseChatModel):
         return spec
-    check_model_string(spec)
+    key = (check_model_string(spec), max_tokens)
     with _CACHE_LOCK:
-        if spec not in _CACHE:
-            _CACHE[spec] = create_model(spec)
-        return _CACHE[spec]
+        if key not in _CACHE:
+            _CACHE[key] = model_client(key[0], max_tokens=max_tokens)
+        return _CACHE[key]
+
+
+def model_client(
+    spec: str, *, max_tokens: int | None = None, slots: int | None = None, threads: int | None = None
+) -> BaseChatModel:
+    """A new client for a model string with the settings a caller gives it: the one place that makes one.
+
+    `max_tokens` applies to every model; `slots` (parallel requests) and `threads` (CPU
+    threads) apply to the embedded `local` models only and are ignored for the others.
+
+    Example:
+        >>> from selfmoa.testing import FakeChatModel
+        >>> with model_providers({"demo": lambda name, **kw: FakeChatModel(model=f"{name} {sorted(kw)}")}):
+        ...     model_client("demo:m", max_tokens=7, slots=4).model  # slots: for embedded models only
+        "m ['max_tokens']"
+    """
+    kwargs: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
+    if spec.strip().partition(":")[0] == "local":
+        kwargs.update({k: v for k, v in (("slots", slots), ("threads", threads)) if v is not None})
+    return create_model(spec, **kwargs)
 
 
 def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
@@ -158,9 +199,10 @@ def create_model(spec: str, **kwargs: Any) -> BaseChatModel:
         if SECRET_NAME.search(name):
             remember_secret(value)  # an explicit api_key=... never shows in an error either
     prefix, _, rest = spec.partition(":")
+    provider = _provider(prefix)
     try:
-        if prefix in _PROVIDERS:
-            return _PROVIDERS[prefix].factory(rest, **kwargs)
+        if provider is not None:
+            return provider.factory(rest, **kwargs)
     except ModelResolutionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the client's own error, made one line
@@ -193,7 +235,7 @@ def check_model_string(spec: Any) -> str:
         >>> check_model_string("openai:")
         Traceback (most recent call last):
         ...
-        selfmoa.nodes.errors.ModelResolutionError: model 'openai:' names no model after 'openai:'; write 'openai:MODEL', e.g. 'openai:gpt-4o-mini'
+        selfmoa.runtime.errors.ModelResolutionError: model 'openai:' names no model after 'openai:'; write 'openai:MODEL', e.g. 'openai:gpt-4o-mini'
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelResolutionError(
@@ -210,7 +252,7 @@ def check_model_string(spec: Any) -> str:
     if not rest.strip():
         example = "'local' or 'local:NAME'" if prefix == "local" else f"'{prefix}:MODEL', e.g. 'openai:gpt-4o-mini'"
         raise ModelResolutionError(f"model {spec!r} names no model after '{prefix}:'; write {example}")
-    provider = _PROVIDERS.get(prefix)
+    provider = _provider(prefix)
     if provider is not None and provider.check is not None:
         provider.check(spec, rest)
     return spec
@@ -273,11 +315,11 @@ class ModelTable:
         self._models[label] = model
         return label
 
-    def get(self, label: str) -> BaseChatModel:
-        """Return the chat model for a label, resolving model strings on first use."""
-        return resolve_model(self._models.get(label, label))
+    def get(self, label: str, max_tokens: int | None = None) -> BaseChatModel:
+        """Return the chat model for a label, resolving model strings on first use (with `max_tokens`)."""
+        return resolve_model(self._models.get(label, label), max_tokens=max_tokens)
 
-    async def aget(self, label: str) -> BaseChatModel:
+    async def aget(self, label: str, max_tokens: int | None = None) -> BaseChatModel:
         """`get` for async code: a first resolution runs in a worker thread.
 
         Creating a model can block for long (the embedded model joins and hashes its
@@ -287,8 +329,8 @@ class ModelTable:
         spec = self._models.get(label, label)
         if isinstance(spec, BaseChatModel):
             return spec
-        cached = _CACHE.get(spec)
-        return cached if cached is not None else await asyncio.to_thread(resolve_model, spec)
+        cached = _CACHE.get((spec.strip(), max_tokens))
+        return cached if cached is not None else await asyncio.to_thread(resolve_model, spec, max_tokens=max_tokens)
 
 
 def context_tokens(model: BaseChatModel) -> int | None:
@@ -309,17 +351,3 @@ def context_tokens(model: BaseChatModel) -> int | None:
 
 def _same(a: ModelLike, b: ModelLike) -> bool:
     return a == b if isinstance(a, str) and isinstance(b, str) else a is b
-
-
-def usage_of(message: BaseMessage) -> TokenUsage:
-    """Token usage of one call, read from the message the model returned."""
-    meta = getattr(message, "usage_metadata", None) or {}
-    inp, out = int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0))
-    return TokenUsage(
-        input_tokens=inp, output_tokens=out, total_tokens=int(meta.get("total_tokens", inp + out)), calls=1
-    )
-
-
-def text_of(message: BaseMessage) -> str:
-    """The text of a model's reply (content blocks joined), as the model wrote it."""
-    return message.text if hasattr(message, "text") else str(message.content)

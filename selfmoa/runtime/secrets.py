@@ -1,7 +1,7 @@
 """API keys out of every text selfmoa keeps: the key values it knows of, and key shapes.
 
 Error texts reach proposals, checkpoints, logs and the server's responses, so each one
-passes through `redact` (see `selfmoa.nodes.errors.describe_error`).
+passes through `redact` (see `selfmoa.runtime.errors.describe_error`).
 """
 
 from __future__ import annotations
