@@ -39,8 +39,10 @@ def empty_usage() -> UsageSummary:
 
 def add_tokens(into: TokenUsage, counts: TokenUsage) -> None:
     """Add `counts` into `into`, in place."""
-    for key in ("input_tokens", "output_tokens", "total_tokens", "calls"):
-        into[key] += int(counts.get(key, 0))  # type: ignore[literal-required]
+    into["input_tokens"] += counts.get("input_tokens", 0)
+    into["output_tokens"] += counts.get("output_tokens", 0)
+    into["total_tokens"] += counts.get("total_tokens", 0)
+    into["calls"] += counts.get("calls", 0)
 
 
 def add_usage(left: UsageSummary | None, right: UsageSummary | None) -> UsageSummary:
