@@ -2,15 +2,15 @@
 
 Shape of every graph::
 
-    START -> prepare -> propose (x k, Send) -> collect -> ... -> aggregate (Send) -> END
+    START -> prepare -> propose (x k, Send) -> collect -> ... -> aggregate (Send) -> finish -> END
                                                  Self-MoA-Seq:  aggregate (Send) -> collect -> ...
 
-The nodes between the model calls (`prepare`, `collect` and the `route` edges) are the
-run's state machine in `selfmoa.nodes.run`; this module only wires them, with the
+The nodes between the model calls (`prepare`, `collect`, `finish` and the `route` edges)
+are the run's state machine in `selfmoa.nodes.run`; this module only wires them, with the
 graph's models and plan bound in. A one-shot aggregation is one `aggregate` step over
-every proposal (optionally after `review`), which writes the answer and ends the run; a
-sliding window (Self-MoA-Seq) sends one `aggregate` step per batch of samples, each
-together with the next batch's proposals, and `collect` decides after each step.
+every proposal (optionally after `review`); a sliding window (Self-MoA-Seq) sends one
+`aggregate` step per batch of samples, each together with the next batch's proposals, and
+`collect` sets the phase after each step. Every run ends in `finish`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from selfmoa.nodes.aggregate import make_aggregate
 from selfmoa.nodes.answers import answer_extractor
 from selfmoa.nodes.calls import node
 from selfmoa.nodes.propose import make_propose
-from selfmoa.nodes.run import Setup, aprepare, collect, prepare, route, route_via_review
+from selfmoa.nodes.run import Setup, aprepare, collect, finish, prepare, route
 from selfmoa.nodes.state import Plan
 from selfmoa.runtime import CallPolicy, ModelTable
 
@@ -57,7 +57,7 @@ def build_graph(spec: MoASpec) -> StateGraph[Any, Any, Any, Any]:
         return default if context is None else make_plan(apply_context(spec, context), models)
 
     answer_of = answer_extractor(spec.aggregator.answer_of)
-    setup = Setup(models=models, plan_of=plan_of, max_input_chars=spec.max_input_chars, answer_of=answer_of)
+    setup = Setup(models, plan_of, spec.max_input_chars, answer_of, review=spec.review)
     policy = CallPolicy(
         max_attempts=spec.max_attempts, retry_delay=spec.retry_delay, timeout=spec.timeout, limiter=spec.limiter
     )
@@ -66,15 +66,16 @@ def build_graph(spec: MoASpec) -> StateGraph[Any, Any, Any, Any]:
     graph.add_node("propose", make_propose(models, policy))
     graph.add_node("collect", node(partial(collect, setup=setup), name="collect"))
     graph.add_node("aggregate", make_aggregate(models, policy, answer_of))
+    graph.add_node("finish", node(finish, name="finish"))
+    router = node(route, name="route", trace=True)
     graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", node(route, name="route", trace=True), ["propose"])
+    graph.add_conditional_edges("prepare", router, ["propose"])
     graph.add_edge("propose", "collect")
-    # One-shot aggregation writes the answer, so the run ends there; a window step goes
-    # back to `collect`, which decides whether another step follows.
-    graph.add_edge("aggregate", "collect" if spec.aggregator.window is not None else END)
-    after_collect = node(route_via_review if spec.review else route, name="route", trace=True)
-    graph.add_conditional_edges("collect", after_collect, ["propose", "aggregate", *(["review"] * spec.review), END])
+    # A window step goes back to `collect`, which sets the phase: another step, or the end.
+    graph.add_edge("aggregate", "collect" if spec.aggregator.window is not None else "finish")
+    graph.add_conditional_edges("collect", router, ["propose", "aggregate", *(["review"] * spec.review), "finish"])
+    graph.add_edge("finish", END)
     if spec.review:
         graph.add_node("review", review)
-        graph.add_conditional_edges("review", node(route, name="route", trace=True), ["aggregate"])
+        graph.add_conditional_edges("review", router, ["aggregate"])
     return graph

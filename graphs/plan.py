@@ -1,4 +1,4 @@
-"""From a spec (and a run's context) to the plan a run follows."""
+"""From a spec (and a run's context) to the plan a run follows: the spec's own dump."""
 
 from __future__ import annotations
 
@@ -10,58 +10,33 @@ from pydantic import BaseModel
 
 from selfmoa.graphs.spec import MoASpec, map_models, parse_spec
 from selfmoa.nodes import EnsembleContext
-from selfmoa.nodes.state import Plan, PlanAggregator, PlanProposer
+from selfmoa.nodes.state import CONTEXT_FIELDS, Plan
 from selfmoa.runtime import ModelTable, SpecError
 
 _TABLE_LOCK = threading.Lock()
 
 
 def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
-    """The plan of a spec: its fields under their own names, models as labels registered in `models`.
+    """The plan of a spec: its validated dump, each model as its label registered in `models`.
 
-    Each proposer entry gets its temperature (the spec's unless its own) and the seed of
-    its first sample; the aggregator defaults to the last layer's first model (Self-MoA).
+    The aggregator defaults to the last layer's first model (Self-MoA), filled in here.
 
     Example:
         >>> spec = MoASpec(layers=[[{"model": "openai:m", "samples": 2}, {"model": "openai:n"}]], seed=5)
         >>> plan = make_plan(spec, ModelTable())
-        >>> [(p["model"], p["samples"], p["seed"]) for p in plan["layers"][0]], plan["aggregator"]["model"]
-        ([('openai:m', 2, 5), ('openai:n', 1, 7)], 'openai:m')
+        >>> [(p["model"], p["samples"]) for p in plan["layers"][0]["proposers"]], plan["aggregator"]["model"]
+        ([('openai:m', 2), ('openai:n', 1)], 'openai:m')
     """
     with _TABLE_LOCK:
         labelled = map_models(spec, models.add)
-    layers: list[list[PlanProposer]] = []
-    offset = 0
-    for layer in labelled.layers:
-        layers.append([])
-        for p in layer.proposers:
-            temperature = spec.temperature if p.temperature is None else p.temperature
-            seed = None if spec.seed is None else spec.seed + offset
-            # map_models put each model's label (a string) in its place.
-            layers[-1].append(PlanProposer(model=str(p.model), samples=p.samples, temperature=temperature, seed=seed))
-            offset += p.samples
-    aggregator = labelled.aggregator
-    return Plan(
-        layers=layers,
-        aggregator=PlanAggregator(
-            model=str(aggregator.model) if aggregator.model is not None else layers[-1][0]["model"],
-            mode=aggregator.mode,
-            window=aggregator.window,
-            reserved=aggregator.reserved,
-            temperature=aggregator.temperature,
-            patience=aggregator.patience,
-            keep=aggregator.keep,
-        ),
-        seed=spec.seed,
-        sampling=spec.sampling,
-        min_proposals=spec.min_proposals,
-        prompt=spec.prompt,
-        max_reference_chars=spec.max_reference_chars,
-    )
+    plan = labelled.model_dump()
+    if plan["aggregator"]["model"] is None:
+        plan["aggregator"]["model"] = plan["layers"][-1]["proposers"][0]["model"]
+    return plan
 
 
 def apply_context(spec: MoASpec, context: EnsembleContext | dict | None) -> MoASpec:
-    """The spec with a run's context overrides applied and validated again.
+    """The spec with a run's context overrides applied (see `CONTEXT_FIELDS`) and validated again.
 
     Raises:
         SpecError: One line naming the bad override.
@@ -78,33 +53,31 @@ def apply_context(spec: MoASpec, context: EnsembleContext | dict | None) -> MoAS
     overrides = {k: v for k, v in vars(context).items() if v is not None}
     if not overrides:
         return spec
-    data = _as_dict(spec)
-    for layer in data["layers"]:
-        for proposer in layer["proposers"]:
-            if "model" in overrides:
-                proposer["model"] = overrides["model"]
-            if "samples" in overrides:
-                proposer["samples"] = overrides["samples"]
-    for key in ("temperature", "seed", "prompt"):
-        if key in overrides:
-            data[key] = overrides[key]
-    aggregator_keys = {"aggregator": "model", "aggregator_temperature": "temperature", "mode": "mode"}
-    if spec.aggregator.window is not None:  # the graph's shape is fixed: a window only resizes
-        aggregator_keys.update(window="window", reserved="reserved")
-    elif {"window", "reserved"} & set(overrides):
+    if spec.aggregator.window is None and {"window", "reserved"} & set(overrides):
         raise SpecError(
             f"run context {overrides}: window and reserved resize a sliding window, and this graph aggregates "
             "in one call; drop them, or run a Self-MoA-Seq graph (create_self_moa_seq)"
         )
-    for key, field in aggregator_keys.items():
-        if key in overrides:
-            data["aggregator"][field] = overrides[key]
+    data = _as_dict(spec)
+    for key, value in overrides.items():
+        _set(data, CONTEXT_FIELDS[key].split("."), value)
     if "model" in overrides and "aggregator" not in overrides and spec.aggregator.model is None:
-        data["aggregator"]["model"] = None
+        data["aggregator"]["model"] = None  # Self-MoA: the new proposer model aggregates too
     try:
         return parse_spec(data)
     except SpecError as exc:
         raise SpecError(f"run context {overrides}: {exc}") from None
+
+
+def _set(data: Any, path: list[str], value: Any) -> None:
+    """Set `value` at a dotted path of a spec dict, where `*` means every item of a list."""
+    head, *rest = path
+    targets = data if head == "*" else [data]
+    for target in targets:
+        if not rest:
+            target[head] = value
+        else:
+            _set(target if head == "*" else target[head], rest, value)
 
 
 def _as_dict(value: Any) -> Any:

@@ -63,7 +63,7 @@ def create_self_moa_seq(
         >>> from selfmoa import create_self_moa_seq
         >>> from selfmoa.testing import FakeChatModel
         >>> graph = create_self_moa_seq(FakeChatModel(), samples=12).compile()
-        >>> [a["samples"] for a in graph.invoke({"messages": "Hi"})["aggregations"]]
+        >>> [a["sample_ids"] for a in graph.invoke({"messages": "Hi"})["aggregations"]]
         [[0, 1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11]]
     """
     layers = [[{"model": model, "samples": samples}]]

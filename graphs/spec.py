@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
+import yaml
 from langchain_core.language_models import BaseChatModel
 from pydantic import (
     BaseModel,
@@ -43,6 +44,14 @@ from selfmoa.prompts import AGGREGATE_PROMPT
 from selfmoa.runtime import CallLimiter, SpecError
 
 Model = str | InstanceOf[BaseChatModel]
+
+# The paper's settings (Li et al. 2025, arXiv 2502.00674): k = 6 samples at temperature 0.7,
+# and Self-MoA-Seq's window of 6 references, 3 of them the repeated synthesis. Every
+# default of the factories, the CLI, the server's presets and Studio is one of these.
+SAMPLES = 6
+TEMPERATURE = 0.7
+WINDOW = 6
+RESERVED = 3
 
 _MODEL_HINT = "a model must be a model string like 'openai:gpt-4o-mini' or 'local', or a LangChain chat model"
 
@@ -105,8 +114,7 @@ class AggregatorSpec(_Spec):
 
     `window` says over what: None (the default) aggregates every proposal in one call; a
     number W slides a window of W references over the samples (Self-MoA-Seq), R of them
-    (`reserved`) repeating the running synthesis. The older spelling `mode: window` /
-    `mode: oneshot` is still read, as a window of 6 and as None.
+    (`reserved`) repeating the running synthesis.
     """
 
     model: Model | None = None
@@ -114,7 +122,7 @@ class AggregatorSpec(_Spec):
     mode: Literal["synthesize", "select", "vote"] = "synthesize"
     window: StrictInt | None = Field(default=None, ge=2)
     """References per aggregation call (W) for Self-MoA-Seq; None: one call over all proposals."""
-    reserved: StrictInt = Field(default=3, ge=1)
+    reserved: StrictInt = Field(default=RESERVED, ge=1)
     """Window slots that repeat the current synthesis (R, 0 < R < W)."""
     temperature: float | None = Field(default=0.0, ge=0)
     answer_of: str | Callable[[str], str | None] | None = Field(default=None, exclude=True)
@@ -132,19 +140,6 @@ class AggregatorSpec(_Spec):
     through `stream_mode="updates"` and into the checkpointer's history."""
 
     _non_empty_model = field_validator("model")(_check_model)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_mode(cls, value: Any) -> Any:
-        # The first release spelled the window as a mode; read it as the window it meant.
-        if isinstance(value, dict) and value.get("mode") in ("window", "oneshot"):
-            value = dict(value)
-            windowed = value.pop("mode") == "window"
-            if not windowed:
-                value.pop("window", None)
-            elif value.get("window") is None:
-                value["window"] = 6
-        return value
 
     @field_validator("answer_of")
     @classmethod
@@ -184,8 +179,11 @@ class MoASpec(_Spec):
     name: str | None = None
     layers: list[LayerSpec] = Field(min_length=1)
     aggregator: AggregatorSpec = AggregatorSpec()
-    temperature: float | None = Field(default=0.7, ge=0)
+    temperature: float | None = Field(default=TEMPERATURE, ge=0)
     """Sampling temperature of the proposers (None: each model's default)."""
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    """Most tokens per reply of every model given as a string (None: each model's default).
+    A chat model instance keeps its own setting."""
     seed: StrictInt | None = None
     """Base seed: proposer i of a run gets seed + i, the aggregator gets seed."""
     sampling: Literal["parallel", "n"] = "parallel"
@@ -282,13 +280,11 @@ def load_spec_file(path: str | Path) -> dict:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text)
-    except (ValueError, ImportError) as exc:
+    except ValueError as exc:
         where = str(exc).strip().splitlines()[0]
         raise SpecError(f"spec file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'YAML'}: {where}") from None
-    except Exception as exc:  # yaml.YAMLError and its subclasses
+    except yaml.YAMLError as exc:
         where = " ".join(str(exc).split())
         raise SpecError(f"spec file {str(path)!r} is not valid YAML: {where}") from None
     if not isinstance(data, dict):
@@ -352,6 +348,3 @@ def map_models(spec: MoASpec, fn: Callable[[Any], Any]) -> MoASpec:
     if aggregator.model is not None:
         aggregator = aggregator.model_copy(update={"model": fn(aggregator.model)})
     return spec.model_copy(update={"layers": layers, "aggregator": aggregator})
-
-
-SpecLike = Annotated[MoASpec | dict | str | Path, "a MoASpec, a dict, or a path to a YAML/JSON spec file"]

@@ -9,7 +9,7 @@ in the plan's mode:
   then the first candidate with a warning);
 - `vote`: a majority over the candidates' extracted answers, with no model call.
 
-The text becomes the run's `synthesis`; `collect` makes the last one the answer.
+The text becomes the run's `synthesis`; `finish` makes the last one the answer.
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from selfmoa.nodes.answers import AnswerOf, normalized, vote
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_references, with_references
-from selfmoa.nodes.run import answer_of_run
 from selfmoa.nodes.state import AggregateTask, Aggregation, Synthesis
 from selfmoa.prompts import SELECT_ASK, SELECT_PROMPT, SELECT_RETRY, parse_choice
 from selfmoa.runtime.errors import AggregationError, describe_error
 from selfmoa.runtime.models import ModelTable
 from selfmoa.runtime.policy import CallPolicy
 from selfmoa.runtime.usage import TokenUsage, add_tokens, text_of, usage_delta, usage_of, zero_tokens
+
+SELECT_REASKS = 1
+"""Reminders `select` sends when a reply names no candidate, before it keeps candidate 1.
+Counted apart from the call's retries (`max_attempts`), which repeat a failed call."""
 
 # A mode's steps: a generator that yields the messages of each model call it needs, is
 # sent each reply, and returns (index of the chosen candidate or None, text, extra record
@@ -47,10 +50,10 @@ class _Call:
         self.task, self.policy, self.answer_of, self.started = task, policy, answer_of, time.perf_counter()
         self.label, self.mode, self.responses = task["model"], task["mode"], list(task["responses"])
         # Which sample each candidate is: the reserved copies are the carried synthesis's.
-        self.sources = [task["carried"]] * task["reserved"] + list(task["samples"])
-        names = [f"synthesis copy {j + 1}" for j in range(task["reserved"])] + [f"sample {i}" for i in task["samples"]]
+        self.sources = [task["carried"]] * task["reserved"] + list(task["sample_ids"])
+        names = [f"synthesis copy {j + 1}" for j in range(task["reserved"])] + [f"sample {i}" for i in task["sample_ids"]]
         voting = self.mode == "vote"
-        self.model = None if voting else models.get(self.label)
+        self.model = None if voting else models.get(self.label, task["max_tokens"])
         limit = task["max_reference_chars"]
         self.warning: str | None = None
         trimmed = self.responses
@@ -74,7 +77,7 @@ class _Call:
             return chosen, self.responses[chosen], {"votes": votes}, None
         if self.mode == "select":
             messages, count = list(self.messages), len(self.responses)
-            for _ in range(self.policy.max_attempts):
+            for _ in range(1 + SELECT_REASKS):
                 reply = yield messages
                 chosen = parse_choice(text_of(reply), count)
                 if chosen is not None:
@@ -145,7 +148,7 @@ class _Call:
             kind=task["kind"],
             step=task["step"],
             model=self.label,
-            samples=list(task["samples"]),
+            sample_ids=list(task["sample_ids"]),
             reserved=task["reserved"],
             text=text,
             usage=self.usage.copy(),
@@ -163,8 +166,6 @@ class _Call:
         if "chosen" in record:
             synthesis["chosen"] = record["chosen"]
         updates: dict[str, Any] = {"synthesis": synthesis, "aggregations": [record]}
-        if task["kind"] == "aggregate":  # one-shot: the run ends here (the quorum held before it)
-            updates.update(answer_of_run(synthesis))
         if self.usage["calls"]:
             updates["usage"] = usage_delta(self.label, self.usage)
         warnings = [f"aggregation step {task['step']}: {w}" for w in (self.warning, warning) if w]
@@ -196,7 +197,7 @@ def make_aggregate(models: ModelTable, policy: CallPolicy, answer_of: AnswerOf =
 
     async def aaggregate(task: AggregateTask, config: RunnableConfig) -> dict:
         if task["mode"] != "vote":
-            await models.aget(task["model"])  # a first resolution runs off the event loop
+            await models.aget(task["model"], task["max_tokens"])  # a first resolution runs off the event loop
         return await _Call(models, policy, config, task, answer_of).ainvoke()
 
     return node(aggregate, aaggregate, name="aggregate", trace=True)

@@ -52,7 +52,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
         kwargs = sampling_kwargs(task["temperature"], task["seed"])
         if task["n"] > 1:  # `generate` takes callbacks, tags and metadata as arguments rather than a config
             kwargs.update(n=task["n"], stream=False, **{k: cfg.get(k) for k in ("callbacks", "tags", "metadata", "run_name")})
-        return models.get(task["model"]), list(messages), cfg, kwargs
+        return models.get(task["model"], task["max_tokens"]), list(messages), cfg, kwargs
 
     def propose(task: ProposeTask, config: RunnableConfig) -> dict:
         started = time.perf_counter()
@@ -69,7 +69,7 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
 
     async def apropose(task: ProposeTask, config: RunnableConfig) -> dict:
         started = time.perf_counter()
-        await models.aget(task["model"])  # resolves off the event loop; `start` then finds it ready
+        await models.aget(task["model"], task["max_tokens"])  # resolves off the event loop; `start` then finds it ready
         model, messages, cfg, kwargs = start(task, config)
         outcome: Any
         try:

@@ -35,7 +35,7 @@ def review(state: MoAState) -> dict:
         >>> paused = graph.invoke({"messages": "Hi"}, config)
         >>> [p["sample"] for p in paused["__interrupt__"][0].value["proposals"]]
         [0, 1, 2]
-        >>> graph.invoke(Command(resume={"drop": [1]}), config)["aggregations"][0]["samples"]
+        >>> graph.invoke(Command(resume={"drop": [1]}), config)["aggregations"][0]["sample_ids"]
         [0, 2]
     """
     proposals = [
@@ -52,7 +52,7 @@ def review(state: MoAState) -> dict:
         except InputError as exc:
             error = str(exc)
             continue
-        return {"references": [p["text"] for p in kept], "reference_ids": [p["sample"] for p in kept]}
+        return {"references": [p["text"] for p in kept], "reference_ids": [p["sample"] for p in kept], "phase": "aggregate"}
 
 
 def apply_review(proposals: list[dict], decision: Any) -> list[dict]:

@@ -1,17 +1,18 @@
-"""The run's state machine: `prepare`, `collect` and `route`, the steps between the model calls.
+"""The run's state machine: `prepare`, `collect`, `finish` and `route`, the steps between the model calls.
 
 One run, whatever the method::
 
     prepare -> route -> propose (x k, Send) -> collect -> route -> ...
-            ... -> aggregate (Send) -> END                   (one-shot)
-            ... -> aggregate (Send) -> collect -> route -> ... -> END   (sliding window)
+            ... -> aggregate (Send) -> finish -> END                         (one-shot)
+            ... -> aggregate (Send) -> collect -> route -> ... -> finish -> END   (sliding window)
 
-`prepare` fixes the run's plan. `collect` is the barrier after each superstep: it moves
-the proposals just made into `references` and applies the quorum; in a sliding window it
-also decides, after each step, whether another follows, and finishes the run with the
-last synthesis. `route` sends what comes next: the next layer's proposers; or, after the
-last layer, an aggregation step. A one-shot aggregation is a single window (every
-proposal, no reserved slots, one final step) whose result is the answer; a sliding window
+Each node that comes before the router sets the run's `phase`, and `route` reads nothing
+else to decide what is sent next: "propose" (the next layer's or batch's proposers),
+"aggregate" (an aggregation step; a sliding window draws its next batch meanwhile),
+"review" or "finish". `prepare` fixes the run's plan. `collect` is the barrier after each
+superstep: it takes in the proposals just made, applies the quorum and sets the phase.
+`finish` writes the answer, in one place for every method. A one-shot aggregation is a
+single window (every proposal, no reserved slots, one final step); a sliding window
 (Self-MoA-Seq) sends each step together with the next batch of samples, so new samples
 are drawn while the previous window is aggregated.
 
@@ -23,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
-from langgraph.graph import END
 from langgraph.runtime import get_runtime
 from langgraph.types import Overwrite, Send
 
@@ -37,8 +38,8 @@ from selfmoa.nodes.state import (
     AggregateTask,
     EnsembleContext,
     MoAState,
+    Phase,
     Plan,
-    PlanProposer,
     Proposal,
     ProposeTask,
     Settle,
@@ -46,14 +47,15 @@ from selfmoa.nodes.state import (
     Tally,
     new_run,
 )
-from selfmoa.runtime.errors import ProposalsFailedError
+from selfmoa.runtime import ModelTable
+from selfmoa.runtime.errors import ProposalsFailedError, group_failures
 from selfmoa.runtime.inputs import check_input
-from selfmoa.runtime.models import ModelTable, context_tokens
+from selfmoa.runtime.models import context_tokens
 
 
 @dataclass(frozen=True)
 class Setup:
-    """What a graph fixes when it is built, handed to its `prepare` and `collect` nodes."""
+    """What a graph fixes when it is built, handed to its `prepare`, `collect` and `finish` nodes."""
 
     models: ModelTable
     plan_of: Callable[[EnsembleContext | None], Plan]
@@ -61,6 +63,8 @@ class Setup:
     max_input_chars: int | None
     answer_of: AnswerOf
     """What "the same answer" means for `patience`."""
+    review: bool = False
+    """Whether the one-shot aggregation waits for the `review` node."""
 
 
 def prepare(state: MoAState, *, setup: Setup) -> dict:
@@ -72,7 +76,7 @@ async def aprepare(state: MoAState, *, setup: Setup) -> dict:
     """`prepare` for async runs: a first model resolution (starting a model) runs off the event loop."""
     plan = _plan(state, setup)
     for label in _labels(plan):
-        await setup.models.aget(label)
+        await setup.models.aget(label, plan["max_tokens"])
     return _checked(state, setup, plan)
 
 
@@ -86,27 +90,42 @@ def _plan(state: MoAState, setup: Setup) -> Plan:
 def _checked(state: MoAState, setup: Setup, plan: Plan) -> dict:
     # Before any call: a conversation over max_input_chars, or over a model's known
     # context (the embedded model's slot), is refused here rather than by k failed calls.
-    contexts = [(label, context_tokens(setup.models.get(label))) for label in _labels(plan)]
+    contexts = [(label, context_tokens(setup.models.get(label, plan["max_tokens"]))) for label in _labels(plan)]
     check_input(state["messages"], max_chars=setup.max_input_chars, contexts=contexts)
     return {**new_run(), "plan": plan}
 
 
 def _labels(plan: Plan) -> list[str]:
     """Every model of a plan that sees the conversation, once each (a vote calls no aggregator)."""
-    proposers = [p["model"] for layer in plan["layers"] for p in layer]
+    proposers = [p["model"] for layer in plan["layers"] for p in layer["proposers"]]
     aggregator = [] if plan["aggregator"]["mode"] == "vote" else [plan["aggregator"]["model"]]
     return list(dict.fromkeys([*proposers, *aggregator]))
 
 
 def collect(state: MoAState, *, setup: Setup) -> dict:
-    """The barrier after each superstep: take in the proposals just made, go on or finish."""
+    """The barrier after each superstep: take in the proposals just made, then set the next phase."""
     plan, layer = state["plan"], state.get("layer", 1)
     pending = sorted(state.get("pending", []), key=lambda p: (p["sample"], p["model"]))
     if plan["sampling"] == "n":
         missing = _missing(plan, layer, state.get("batch", 0), pending)
-        if missing:  # an n-request returned fewer choices: `route` draws the rest, one task each
-            return {"missing": missing}
+        if missing:  # an n-request returned fewer choices: draw the rest, one task each
+            return {"missing": missing, "phase": "propose"}
     ok = [p for p in pending if p["error"] is None]
+    update = _take_in(state, pending, ok)
+    if layer < len(plan["layers"]):
+        return {**update, **_next_layer(plan, layer, pending, ok)}
+    if plan["aggregator"]["window"] is None:
+        # The proposals are in and the quorum holds: the one aggregation step writes the answer.
+        _layer_done(plan, layer, pending, ok)
+        return {**update, "batch": 1, "phase": "review" if setup.review else "aggregate"}
+    # A window's quorum counts every batch, whatever `proposals` keeps: a running tally.
+    before = state.get("tally") or Tally(succeeded=0, failed=0)
+    update["tally"] = Tally(succeeded=before["succeeded"] + len(ok), failed=before["failed"] + len(pending) - len(ok))
+    return {**update, **_next_window(state, setup, pending, ok)}
+
+
+def _take_in(state: MoAState, pending: list[Proposal], ok: list[Proposal]) -> dict:
+    """The proposals just made become the references; the records keep their order (and size)."""
     update: dict = {
         "pending": Overwrite([]),
         "references": [p["text"] for p in ok],
@@ -115,23 +134,14 @@ def collect(state: MoAState, *, setup: Setup) -> dict:
     if state.get("missing"):  # the samples drawn late go back to their place in the records
         update["missing"] = []
         update["proposals"] = Overwrite(sorted(state["proposals"], key=lambda p: (p["layer"], p["sample"])))
-    if plan["aggregator"]["keep"] == "latest":
+    if state["plan"]["aggregator"]["keep"] == "latest":
         # The nodes append their records (so "updates" streams show each one as a list);
         # with keep="latest" only the latest batch and window step stay in the state.
         if pending:
             update["proposals"] = Overwrite(pending)
         if len(state.get("aggregations", [])) > 1:
             update["aggregations"] = Overwrite(state["aggregations"][-1:])
-    if layer < len(plan["layers"]):
-        return {**update, **_next_layer(plan, layer, pending, ok)}
-    if plan["aggregator"]["window"] is None:
-        # The proposals are in and the quorum holds: the one aggregation step writes the answer.
-        _layer_done(plan, layer, pending, ok)
-        return {**update, "batch": 1}
-    # A window's quorum counts every batch, whatever `proposals` keeps: a running tally.
-    before = state.get("tally") or Tally(succeeded=0, failed=0)
-    update["tally"] = Tally(succeeded=before["succeeded"] + len(ok), failed=before["failed"] + len(pending) - len(ok))
-    return {**update, **_window_done(state, setup, pending, ok, update["tally"])}
+    return update
 
 
 def _layer_done(plan: Plan, layer: int, pending: list[Proposal], ok: list[Proposal]) -> None:
@@ -147,58 +157,84 @@ def _next_layer(plan: Plan, layer: int, pending: list[Proposal], ok: list[Propos
     # The next layer's proposers all see these references; the aggregators trim their own.
     names = [f"layer {layer} sample {p['sample']}" for p in ok]
     references, warning = trim_references([p["text"] for p in ok], names, plan["max_reference_chars"])
-    return {"references": references, "layer": layer + 1, **({"warnings": [warning]} if warning else {})}
+    update = {"references": references, "layer": layer + 1, "phase": "propose"}
+    return {**update, **({"warnings": [warning]} if warning else {})}
 
 
-def _window_done(state: MoAState, setup: Setup, pending: list[Proposal], ok: list[Proposal], tally: Tally) -> dict:
-    """After a sliding-window superstep: draw the next batch, or stop (every sample in, or settled)."""
-    plan, batch = state["plan"], state.get("batch", 0)
-    batches = _batches(plan)
+def _next_window(state: MoAState, setup: Setup, pending: list[Proposal], ok: list[Proposal]) -> dict:
+    """After a sliding-window superstep: an aggregation step with the next batch, or the end."""
+    batch, batches = state.get("batch", 0), _batches(state["plan"])
     settle = _settle(state.get("settle"), state.get("synthesis"), setup.answer_of)
-    update: dict = {"settle": settle}
-    writer = get_stream_writer()
-    patience = plan["aggregator"]["patience"]
-    # Settled: the answer held `patience` steps in a row with samples still to come.
-    settled = batch < len(batches) and patience is not None and settle["streak"] >= patience
-    if batch < len(batches) and not settled:
-        writer({"selfmoa": "window", "batch": batch, "succeeded": len(ok), "failed": len(pending) - len(ok)})
-        update["batch"] = batch + 1
-        if ok or batch + 1 < len(batches):
-            return update
+    if batch < len(batches) and not _settled(state["plan"], settle):
+        get_stream_writer()({"selfmoa": "window", "batch": batch, "succeeded": len(ok), "failed": len(pending) - len(ok)})
         # The last batch failed whole: nothing is left to aggregate, and every sample was drawn.
-    stop = _stop(batches, batch if settled else len(batches))
-    answer = _finish(state, tally)  # a failed quorum raises before any "stopped" event
-    if settled:
-        writer({"selfmoa": "stopped", **stop, "steps": settle["step"] + 1, "streak": settle["streak"]})
-    return {**update, **stop, **answer}
+        if ok or batch + 1 < len(batches):
+            return {"settle": settle, "batch": batch + 1, "phase": "aggregate"}
+    return {"settle": settle, "phase": "finish"}
 
 
-def route(state: MoAState, *, review: bool = False) -> list[Send] | str:
-    """What runs next: proposals, an aggregation step (with the next batch), `review`, or the end.
+def _settled(plan: Plan, settle: Settle) -> bool:
+    """Whether the answer held `patience` window steps in a row."""
+    patience = plan["aggregator"]["patience"]
+    return patience is not None and settle["streak"] >= patience
 
-    Args:
-        state: The run's state after `prepare`, `collect` or `review`.
-        review: Whether the one-shot aggregation waits for the `review` node first.
+
+def finish(state: MoAState) -> dict:
+    """Write the run's answer: the last synthesis, as the conversation's next message.
+
+    The one place a run ends. A sliding window also says why it stopped (`stopped`) and
+    which calls that saved (`saved`), and checks its quorum over every batch.
     """
-    if state.get("answer"):
-        return END
+    plan, synthesis = state["plan"], state.get("synthesis")
+    update: dict[str, Any] = {"phase": "finish"}
+    if plan["aggregator"]["window"] is not None:
+        tally = state.get("tally") or Tally(succeeded=0, failed=0)
+        if tally["succeeded"] < plan["min_proposals"] or synthesis is None:
+            last = [p for p in state.get("proposals", []) if p["layer"] == len(plan["layers"])]
+            raise _quorum_error(last, len(plan["layers"]), tally["succeeded"], tally["failed"], plan["min_proposals"])
+        update.update(_stop(state))
+    assert synthesis is not None  # a one-shot run reaches `finish` only from its aggregation step
+    message = AIMessage(
+        synthesis["text"],
+        id=synthesis["id"],  # the id of the call that streamed it: `stream_mode="messages"` shows it once
+        usage_metadata=synthesis["usage_metadata"],  # type: ignore[arg-type]
+        response_metadata=synthesis.get("response_metadata", {}),
+    )
+    return {**update, "answer": synthesis["text"], "messages": [message]}
+
+
+def _stop(state: MoAState) -> dict:
+    """Why a sliding-window run ends here, and the calls it did not make.
+
+    The batch in flight was drawn but is not aggregated when the run stops early; every
+    later batch, and each window step it would have needed, is saved.
+    """
+    batches, batch = _batches(state["plan"]), state.get("batch", 0)
+    settle = state.get("settle") or Settle(step=-1, answer=None, streak=0)
+    if batch >= len(batches) or not _settled(state["plan"], settle):
+        return {"stopped": "samples", "saved": {"proposals": 0, "aggregations": 0}}
+    drawn = sum(len(b) for b in batches[: batch + 1])
+    saved = {"proposals": sum(len(b) for b in batches) - drawn, "aggregations": len(batches) - batch}
+    get_stream_writer()({"selfmoa": "stopped", "stopped": "settled", "saved": saved,
+                         "steps": settle["step"] + 1, "streak": settle["streak"]})
+    return {"stopped": "settled", "saved": saved}
+
+
+def route(state: MoAState) -> list[Send] | str:
+    """What runs next, as the run's `phase` says: proposals, an aggregation step, `review` or `finish`."""
+    phase: Phase = state["phase"]
+    if phase in ("review", "finish"):
+        return phase
     plan, layer, batch = state["plan"], state.get("layer", 1), state.get("batch", 0)
     if state.get("missing"):
         return [send for i in state["missing"] for send in _proposals(state, plan, layer, range(i, i + 1))]
     batches = _layer_batches(plan, layer)
-    if batch == 0:
+    if phase == "propose":
         return _proposals(state, plan, layer, batches[0])
-    if review:
-        return "review"
     sends = [_aggregate(state, plan, batch, len(batches))] if state.get("references") else []
     if batch < len(batches):
         sends += _proposals(state, plan, layer, batches[batch])
     return sends
-
-
-def route_via_review(state: MoAState) -> list[Send] | str:
-    """`route` for graphs whose one-shot aggregation waits for the `review` node."""
-    return route(state, review=True)
 
 
 def _aggregate(state: MoAState, plan: Plan, batch: int, batches: int) -> Send:
@@ -214,8 +250,9 @@ def _aggregate(state: MoAState, plan: Plan, batch: int, batches: int) -> Send:
         seed=plan["seed"],
         prompt=plan["prompt"],
         max_reference_chars=plan["max_reference_chars"],
+        max_tokens=plan["max_tokens"],
         step=batch - 1,
-        samples=state["reference_ids"],
+        sample_ids=state["reference_ids"],
         reserved=len(copies),
         responses=copies + state["references"],
         carried=synthesis.get("chosen") if copies and synthesis is not None else None,
@@ -245,20 +282,21 @@ def _batches(plan: Plan) -> list[range]:
     return window_schedule(size, aggregator["window"], aggregator["reserved"])
 
 
-def _size(proposers: list[PlanProposer]) -> int:
-    return sum(p["samples"] for p in proposers)
+def _size(layer: dict) -> int:
+    return sum(p["samples"] for p in layer["proposers"])
 
 
 def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[Send]:
     references = state.get("references", []) if layer > 1 else []
     sends = []
-    for first, n, proposer, offset in _requests(plan["layers"][layer - 1], indices, plan["sampling"] == "n"):
+    for first, n, proposer, seed in _requests(plan, layer, indices):
         task = ProposeTask(
             layer=layer,
             sample=first,
             model=proposer["model"],
-            temperature=proposer["temperature"],
-            seed=None if proposer["seed"] is None else proposer["seed"] + offset,
+            temperature=plan["temperature"] if proposer["temperature"] is None else proposer["temperature"],
+            seed=seed,
+            max_tokens=plan["max_tokens"],
             n=n,
             messages=state["messages"],
             references=references,
@@ -268,24 +306,22 @@ def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[
     return sends
 
 
-def _requests(
-    proposers: list[PlanProposer], indices: range, in_one: bool
-) -> list[tuple[int, int, PlanProposer, int]]:
-    """(first sample, choices, its proposer entry, its index within the entry) per request:
-    one per sample, or one per entry's run of samples (`sampling="n"`).
+def _requests(plan: Plan, layer: int, indices: range) -> list[tuple[int, int, dict, int | None]]:
+    """(first sample, choices, its proposer entry, its seed) per request: one per sample, or
+    one per entry's run of samples (`sampling="n"`).
 
+    Proposer i of a run (counted over every layer) gets the seed `plan["seed"] + i`.
     `indices` is a contiguous range, so walking the entries once finds every request.
     """
-    requests: list[tuple[int, int, PlanProposer, int]] = []
+    in_one, base = plan["sampling"] == "n", plan["seed"]
+    offset = sum(_size(earlier) for earlier in plan["layers"][: layer - 1])
+    requests: list[tuple[int, int, dict, int | None]] = []
     start = 0
-    for proposer in proposers:
+    for proposer in plan["layers"][layer - 1]["proposers"]:
         stop = start + proposer["samples"]
         lo, hi = max(start, indices.start), min(stop, indices.stop)
-        if lo < hi:
-            if in_one:
-                requests.append((lo, hi - lo, proposer, lo - start))
-            else:
-                requests += [(i, 1, proposer, i - start) for i in range(lo, hi)]
+        runs = [(lo, hi - lo)] if in_one else [(i, 1) for i in range(lo, hi)]
+        requests += [(i, n, proposer, None if base is None else base + offset + i) for i, n in runs if n > 0]
         start = stop
     return requests
 
@@ -308,86 +344,8 @@ def _settle(before: Settle | None, synthesis: Synthesis | None, answer_of: Answe
     return Settle(step=synthesis["step"], answer=answer, streak=before["streak"] + 1 if same else 0)
 
 
-def _stop(batches: list[range], batch: int) -> dict:
-    """Why a sliding-window run ends here, and the calls it did not make.
-
-    The batch in flight (`batches[batch]`) was drawn but is not aggregated when the run
-    stops early; every later batch, and each window step it would have needed, is saved.
-    """
-    early = batch < len(batches)
-    drawn = sum(len(b) for b in batches[: batch + 1])
-    saved = {"proposals": sum(len(b) for b in batches) - drawn, "aggregations": len(batches) - batch}
-    return {"stopped": "settled" if early else "samples", "saved": saved if early else dict.fromkeys(saved, 0)}
-
-
-def _finish(state: MoAState, tally: Tally) -> dict:
-    """The answer: the last synthesis, as the conversation's next message, once the quorum holds."""
-    plan, synthesis = state["plan"], state.get("synthesis")
-    if tally["succeeded"] < plan["min_proposals"] or synthesis is None:
-        last = [p for p in state.get("proposals", []) if p["layer"] == len(plan["layers"])]
-        raise _quorum_error(last, len(plan["layers"]), tally["succeeded"], tally["failed"], plan["min_proposals"])
-    return answer_of_run(synthesis)
-
-
-def answer_of_run(synthesis: Synthesis) -> dict:
-    """The run's answer from its last synthesis: `answer`, and the conversation's next message.
-
-    The message keeps the id of the call that streamed it, so `stream_mode="messages"`
-    does not show the answer twice.
-    """
-    message = AIMessage(
-        synthesis["text"],
-        id=synthesis["id"],
-        usage_metadata=synthesis["usage_metadata"],  # type: ignore[arg-type]
-        response_metadata=synthesis.get("response_metadata", {}),
-    )
-    return {"answer": synthesis["text"], "messages": [message]}
-
-
 def _quorum_error(proposals: list[Proposal], layer: int, ok: int, failed: int, needed: int) -> ProposalsFailedError:
     return ProposalsFailedError(
         f"only {ok} of {ok + failed} proposals of layer {layer} succeeded, {needed} needed (min_proposals): "
         f"{group_failures(proposals, ok + failed, failed)}; fix the model or endpoint, or lower min_proposals"
     )
-
-
-def group_failures(proposals: list[Proposal], total: int, failed: int | None = None) -> str:
-    """The failed proposals' errors, each distinct error once: with its count when shared.
-
-    `failed` counts failures no longer in `proposals` too (a window run keeping the latest
-    batch only); those show as "and N more".
-
-    Example:
-        >>> p = lambda s, e: {"model": "openai:m", "sample": s, "error": e}
-        >>> group_failures([p(0, "ConnectionError"), p(1, "ConnectionError"), p(2, "Timeout")], 4)
-        '2 of 4 proposals failed: ConnectionError (openai:m[0-1]); openai:m[2]: Timeout'
-    """
-    groups: dict[str, dict[str, list[int]]] = {}
-    for p in proposals:
-        if p["error"] is not None:
-            groups.setdefault(p["error"], {}).setdefault(p["model"], []).append(p["sample"])
-    parts, shown = [], 0
-    for error, by_model in list(groups.items())[:3]:
-        count = sum(len(samples) for samples in by_model.values())
-        where = ", ".join(f"{model}[{_ranges(samples)}]" for model, samples in by_model.items())
-        parts.append(f"{count} of {total} proposals failed: {error} ({where})" if count > 1 else f"{where}: {error}")
-        shown += count
-    failed = sum(len(s) for m in groups.values() for s in m.values()) if failed is None else failed
-    if failed > shown:
-        parts.append(f"and {failed - shown} more")
-    return "; ".join(parts) or f"0 of {total} proposals returned"
-
-
-def _ranges(samples: list[int]) -> str:
-    # 0,1,2,5 -> "0-2,5": six failures of one endpoint read as one short label.
-    out: list[str] = []
-    ordered = sorted(samples)
-    start = prev = ordered[0]
-    for s in [*ordered[1:], None]:
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if s is not None:
-            start = prev = s
-    return ",".join(out)

@@ -47,7 +47,7 @@ class Aggregation(TypedDict):
     step: int
     """0-based step number (always 0 for a one-shot aggregation)."""
     model: str
-    samples: list[int]
+    sample_ids: list[int]
     """Indices of the new proposals in this call's references (last layer)."""
     reserved: int
     """How many references were copies of the current synthesis."""
@@ -62,43 +62,15 @@ class Aggregation(TypedDict):
     """`vote`: how many samples gave each extracted answer, in first-seen order."""
 
 
-class PlanProposer(TypedDict):
-    """One proposer entry of the spec with the run's context applied: `samples` calls of one model.
+Plan = dict[str, Any]
+"""What a run will do: the graph's `MoASpec` with the run's context applied, as its validated
+dump (`MoASpec.model_dump()`), each model replaced by its label in the graph's `ModelTable`
+and the aggregator's model filled in. Fixed by `prepare`; the same field names as the spec,
+and `MoASpec.model_validate(plan)` gives the spec back (tests/test_schema.py)."""
 
-    Kept per entry, not per sample, so that the plan in every checkpoint has the same
-    small size whatever the number of samples.
-    """
-
-    model: str
-    """Label of the model (see `ModelTable`)."""
-    samples: int
-    temperature: float | None
-    seed: int | None
-    """Seed of the entry's first sample (sample j of the entry gets seed + j), or None."""
-
-
-class PlanAggregator(TypedDict):
-    """The spec's `aggregator` with the run's context applied (see `AggregatorSpec`)."""
-
-    model: str
-    mode: Literal["synthesize", "select", "vote"]
-    window: int | None
-    reserved: int
-    temperature: float | None
-    patience: int | None
-    keep: Literal["all", "latest"]
-
-
-class Plan(TypedDict):
-    """What a run will do: the spec's fields with the run's context applied, fixed by `prepare`."""
-
-    layers: list[list[PlanProposer]]
-    aggregator: PlanAggregator
-    seed: int | None
-    sampling: Literal["parallel", "n"]
-    min_proposals: int
-    prompt: str
-    max_reference_chars: int | None
+Phase = Literal["propose", "aggregate", "review", "finish"]
+"""What the run does next, set by the node before each router: draw proposals; an aggregation
+step (a sliding window draws its next batch meanwhile); the optional review; write the answer."""
 
 
 class Tally(TypedDict):
@@ -114,19 +86,12 @@ class EnsembleContext:
 
     Pass them as `graph.invoke(input, context={"samples": 3})`, or edit them per run in
     LangGraph Studio. Unset fields keep the graph's values; a bad value fails the run at
-    its start with a one-line error.
-
-    Attributes:
-        model: Model string for every proposer (e.g. "local:smollm2-135m").
-        aggregator: Model string of the aggregator.
-        samples: Samples of each proposer entry.
-        temperature: Proposer temperature.
-        aggregator_temperature: Aggregator temperature.
-        mode: Aggregation mode: "synthesize", "select" or "vote" ("vote" not in Self-MoA-Seq graphs).
-        window: Sliding-window size (Self-MoA-Seq graphs).
-        reserved: Window slots repeating the synthesis (Self-MoA-Seq graphs).
-        seed: Base seed.
-        prompt: Aggregation prompt with a {references} placeholder.
+    its start with a one-line error. Each field sets the `MoASpec` field that
+    `CONTEXT_FIELDS` names, with that field's meaning and checks: `model` every
+    proposer's model, `samples` every proposer entry's samples, `aggregator` and
+    `aggregator_temperature` the aggregator's model and temperature, `mode`, `window`
+    and `reserved` the aggregator's (a window only resizes a Self-MoA-Seq graph), and
+    `temperature`, `seed`, `prompt`, `max_tokens` the spec's own.
     """
 
     model: str | None = None
@@ -139,6 +104,7 @@ class EnsembleContext:
     reserved: int | None = None
     seed: int | None = None
     prompt: str | None = None
+    max_tokens: int | None = None
 
     def __init__(self, **settings: Any) -> None:
         # Written out rather than generated, so that a misspelt key (LangGraph builds the
@@ -151,6 +117,22 @@ class EnsembleContext:
             setattr(self, name, settings.get(name))
 
 
+CONTEXT_FIELDS: dict[str, str] = {
+    "model": "layers.*.proposers.*.model",
+    "samples": "layers.*.proposers.*.samples",
+    "temperature": "temperature",
+    "seed": "seed",
+    "prompt": "prompt",
+    "max_tokens": "max_tokens",
+    "aggregator": "aggregator.model",
+    "aggregator_temperature": "aggregator.temperature",
+    "mode": "aggregator.mode",
+    "window": "aggregator.window",
+    "reserved": "aggregator.reserved",
+}
+"""The `MoASpec` field each `EnsembleContext` field sets (`*`: every item of a list)."""
+
+
 class ProposeTask(TypedDict):
     """Payload of one `Send` to the `propose` node."""
 
@@ -159,6 +141,7 @@ class ProposeTask(TypedDict):
     model: str
     temperature: float | None
     seed: int | None
+    max_tokens: int | None
     n: int
     """Choices to ask for in this one call (1 unless sampling is "n")."""
     messages: list[AnyMessage]
@@ -213,8 +196,9 @@ class AggregateTask(TypedDict):
     seed: int | None
     prompt: str
     max_reference_chars: int | None
+    max_tokens: int | None
     step: int
-    samples: list[int]
+    sample_ids: list[int]
     """Sample indices of the new responses (those after the reserved copies)."""
     reserved: int
     responses: list[str]
@@ -257,6 +241,8 @@ class MoAState(OutputState):
 
     plan: NotRequired[Plan]
     """The run's plan, fixed by `prepare`."""
+    phase: NotRequired[Phase]
+    """What the run does next; the routers read nothing else to decide."""
     layer: NotRequired[int]
     """The layer whose proposals are in flight, numbered from 1 as in the records."""
     batch: NotRequired[int]
@@ -294,4 +280,5 @@ def new_run() -> dict[str, Any]:
         "settle": None,
         "layer": 1,
         "batch": 0,
+        "phase": "propose",
     }

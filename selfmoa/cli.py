@@ -31,9 +31,8 @@ from selfmoa.graphs import (
     parse_spec,
 )
 from selfmoa.graphs.spec import MoASpec
-from selfmoa.nodes.run import group_failures
 from selfmoa.runtime import SelfMoAError, SpecError
-from selfmoa.runtime.errors import describe_error
+from selfmoa.runtime.errors import describe_error, group_failures
 from selfmoa.runtime.models import model_client
 from selfmoa.runtime.secrets import redact
 

@@ -83,7 +83,7 @@ def summary(state: dict) -> dict:
         "answer": state["answer"],
         "last_message": state["messages"][-1].text,
         "proposals": [[p["sample"], p["text"], p["error"]] for p in state["proposals"]],
-        "aggregations": [[a["kind"], a["step"], a["samples"], a["reserved"], a["text"]] for a in state["aggregations"]],
+        "aggregations": [[a["kind"], a["step"], a["sample_ids"], a["reserved"], a["text"]] for a in state["aggregations"]],
         "calls": state["usage"]["total"]["calls"],
     }
 

@@ -16,6 +16,7 @@ from selfmoa import (
     create_self_moa_seq,
     model_providers,
 )
+from selfmoa.nodes.aggregate import SELECT_REASKS
 from selfmoa.testing import FakeCall, FakeChatModel
 
 
@@ -44,7 +45,7 @@ def test_select_returns_the_chosen_candidate_verbatim_with_its_call_counted():
     assert result["answer"] == "6*7 = 42\nAnswer: 42"
     assert result["messages"][-1].content == result["answer"]
     record = result["aggregations"][0]
-    assert record["mode"] == "select" and record["chosen"] == 1 and record["samples"] == [0, 1, 2]
+    assert record["mode"] == "select" and record["chosen"] == 1 and record["sample_ids"] == [0, 1, 2]
     assert result["usage"]["total"]["calls"] == 4 and record["usage"]["calls"] == 1
     aggregator_call = [c for c in model.calls if c.role == "aggregator"][0]
     assert '"Response N"' in aggregator_call.prompt and "[Response 3]\nAnswer: 40" in aggregator_call.prompt
@@ -62,11 +63,14 @@ def test_select_retries_an_unusable_reply_with_a_reminder_then_falls_back_with_a
     assert retry.messages[-2].content == "I prefer the seventh" and "from 1 to 3" in retry.messages[-1].content
     assert result["usage"]["total"]["calls"] == 5 and not result["warnings"]
 
-    out_of_range = answers("a", "b", "c", select="Response 9")
-    result = create_self_moa(out_of_range, samples=3, mode="select", max_attempts=3).compile().invoke(ask())
-    assert result["answer"] == "a" and result["aggregations"][0]["chosen"] == 0
-    assert len([c for c in out_of_range.calls if c.role == "aggregator"]) == 3
-    assert result["warnings"] == ["aggregation step 0: the select reply named no candidate ('Response 9'); kept candidate 1"]
+    # The re-ask has its own count, apart from the retries of a failed call: one reminder
+    # whatever max_attempts is (it used to be max_attempts asks, so 1 dropped the reminder).
+    for attempts in (1, 3):
+        out_of_range = answers("a", "b", "c", select="Response 9")
+        result = create_self_moa(out_of_range, samples=3, mode="select", max_attempts=attempts).compile().invoke(ask())
+        assert result["answer"] == "a" and result["aggregations"][0]["chosen"] == 0
+        assert len([c for c in out_of_range.calls if c.role == "aggregator"]) == 1 + SELECT_REASKS == 2
+        assert result["warnings"] == ["aggregation step 0: the select reply named no candidate ('Response 9'); kept candidate 1"]
 
 
 def test_select_streams_the_answer_not_the_choice():
@@ -80,7 +84,7 @@ def test_select_skips_failed_samples_and_names_the_real_sample_index():
     model = answers("zero", "one", "two", "three", select="Response 2")
     model.fail_samples = frozenset({1})
     result = create_self_moa(model, samples=4, mode="select", max_attempts=1).compile().invoke(ask())
-    assert result["aggregations"][0]["samples"] == [0, 2, 3]
+    assert result["aggregations"][0]["sample_ids"] == [0, 2, 3]
     assert result["answer"] == "two" and result["aggregations"][0]["chosen"] == 2
 
 
@@ -153,9 +157,8 @@ def test_mode_reaches_moa_hybrid_specs_and_yaml(tmp_path):
 
     parsed = parse_spec(spec)
     assert parsed.aggregator.mode == "select" and parsed.aggregator.window == 4
-    legacy = parse_spec({"layers": [["openai:m"]], "aggregator": {"mode": "window"}})
-    assert legacy.aggregator.mode == "synthesize" and legacy.aggregator.window == 6  # the first release's spelling
-    assert parse_spec({"layers": [["openai:m"]], "aggregator": {"mode": "oneshot", "window": 3}}).aggregator.window is None
+    with pytest.raises(SpecError, match="'aggregator.mode'"):  # the first release's spelling is gone (CHANGELOG)
+        parse_spec({"layers": [["openai:m"]], "aggregator": {"mode": "window"}})
 
 
 def test_vote_cannot_slide_a_window_and_bad_extractors_are_named():
@@ -186,7 +189,7 @@ def test_select_in_a_window_carries_the_chosen_candidate_as_the_synthesis():
 
     result = create_self_moa_seq(FakeChatModel(reply=reply), samples=8, window=4, reserved=2, mode="select").compile().invoke(ask())
     steps = result["aggregations"]
-    assert [s["samples"] for s in steps] == [[0, 1, 2, 3], [4, 5], [6, 7]]
+    assert [s["sample_ids"] for s in steps] == [[0, 1, 2, 3], [4, 5], [6, 7]]
     assert [s["chosen"] for s in steps] == [1, 1, 1] and result["answer"] == "sample 1"
     assert all(s["mode"] == "select" for s in steps)
 

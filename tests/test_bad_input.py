@@ -77,7 +77,7 @@ SPECS = [
     ({"layers": [[{"samples": 2}]]}, "spec is missing the required key 'layers.0.proposers.0.model'"),
     ({"layers": [["a"]], "aggregator": {"window": 1}}, "'aggregator.window': Input should be greater than"),
     ({"layers": [["a"]], "aggregator": {"reserved": 0}}, "'aggregator.reserved': Input should be greater than"),
-    ({"layers": [["a"]], "aggregator": {"mode": "window"}, "review": True}, "remove aggregator.window or set review to false"),
+    ({"layers": [["a"]], "aggregator": {"window": 6}, "review": True}, "remove aggregator.window or set review to false"),
     ({"layers": [["a"]], "aggregator": {"modle": "a"}}, "unknown key 'aggregator.modle' in spec"),
     ({"layers": [["a"]], "limiter": 5}, "'limiter': Input should be an instance of CallLimiter"),
     ({"layers": [[{"model": "a", "temperature": -2}]]}, "'layers.0.proposers.0.temperature'"),

@@ -48,7 +48,7 @@ def test_seq_checkpointed_in_sqlite_async(tmp_path):
             return out, history
 
     out, history = asyncio.run(run())
-    assert [a["samples"] for a in history[0].values["aggregations"]] == [list(range(6)), [6, 7, 8], [9, 10, 11]]
+    assert [a["sample_ids"] for a in history[0].values["aggregations"]] == [list(range(6)), [6, 7, 8], [9, 10, 11]]
     assert history[0].values["answer"] == out["answer"]
     assert len(history) > 8
 

@@ -58,7 +58,7 @@ def test_stream_prints_tokens_then_newline(capsys):
 def test_methods_seq_and_moa(capsys):
     assert main(["run", "--method", "seq", "--model", "clifake:d", "--samples", "9", "--json", "Hi"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [s["samples"] for s in report["aggregations"]] == [[0, 1, 2, 3, 4, 5], [6, 7, 8]]
+    assert [s["sample_ids"] for s in report["aggregations"]] == [[0, 1, 2, 3, 4, 5], [6, 7, 8]]
     args = ["run", "--method", "moa", "--model", "clifake:e", "--model", "clifake:f", "--layers", "3", "--json", "Hi"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
@@ -155,7 +155,7 @@ def test_flags_the_method_uses_are_taken_and_defaults_fill_the_rest(capsys):
     assert main(["run", "--method", "seq", "--model", "clifake:s", "--samples", "5", "--window", "4", "--reserved", "2",
                  "--json", "Hi"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [s["samples"] for s in report["aggregations"]] == [[0, 1, 2, 3], [4]]
+    assert [s["sample_ids"] for s in report["aggregations"]] == [[0, 1, 2, 3], [4]]
     assert main(["run", "--method", "moa", "--model", "clifake:m", "--json", "Hi"]) == 0  # default 2 layers
     assert [p["layer"] for p in json.loads(capsys.readouterr().out)["proposals"]] == [1, 2]
     assert main(["run", "--model", "clifake:n", "--json", "Hi"]) == 0  # default 6 samples at temperature 0.7

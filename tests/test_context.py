@@ -40,7 +40,7 @@ def test_model_and_aggregator_per_run(fake):
 def test_window_per_run(fake):
     graph = create_self_moa_seq(fake, samples=10).compile()
     out = graph.invoke(ask(), context={"window": 4, "reserved": 1})
-    assert [s["samples"] for s in out["aggregations"]] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert [s["sample_ids"] for s in out["aggregations"]] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
 
 
 def test_prompt_per_run(fake):

@@ -21,7 +21,7 @@ GRAPHS = {
     "moa": lambda: create_moa([[A, B], [A, B]], aggregator=A),
     "self_moa_seq": lambda: create_self_moa_seq(A, samples=30),
     "hybrid_window": lambda: create_from_spec(
-        {"layers": [[A, B], [{"model": A, "samples": 3}]], "aggregator": {"mode": "window"}}
+        {"layers": [[A, B], [{"model": A, "samples": 3}]], "aggregator": {"window": 6}}
     ),
 }
 
@@ -39,10 +39,11 @@ def test_mermaid_drawing_matches_snapshot(name):
 def test_drawings_name_the_nodes_of_each_method():
     self_moa = GRAPHS["self_moa"]().compile().get_graph()
     seq = GRAPHS["self_moa_seq"]().compile().get_graph()
-    # One-shot and sliding-window aggregation are the same node: one step, which ends the
-    # run, or one per window, each followed by `collect`.
-    for graph, after in ((self_moa, "__end__"), (seq, "collect")):
-        assert set(graph.nodes) == {"__start__", "prepare", "propose", "collect", "aggregate", "__end__"}
+    # One-shot and sliding-window aggregation are the same node: one step, which goes to
+    # `finish`, or one per window, each followed by `collect`; every run ends in `finish`.
+    for graph, after in ((self_moa, "finish"), (seq, "collect")):
+        assert set(graph.nodes) == {"__start__", "prepare", "propose", "collect", "aggregate", "finish", "__end__"}
         edges = {(e.source, e.target) for e in graph.edges}
-        assert {("collect", "aggregate"), ("aggregate", after), ("collect", "propose")} <= edges
-        assert ("aggregate", "__end__" if after == "collect" else "collect") not in edges
+        assert {("collect", "aggregate"), ("aggregate", after), ("collect", "propose"), ("finish", "__end__")} <= edges
+        assert ("aggregate", "finish" if after == "collect" else "collect") not in edges
+        assert {source for source, target in edges if target == "__end__"} == {"finish"}

@@ -37,7 +37,7 @@ def test_failed_proposer_is_recorded_and_aggregation_goes_on():
     assert [p["sample"] for p in failed] == [2, 4]
     assert all("FakeModelError" in p["error"] and p["text"] == "" for p in failed)
     agg = out["aggregations"][0]
-    assert agg["samples"] == [0, 1, 3, 5]
+    assert agg["sample_ids"] == [0, 1, 3, 5]
     system = by_role(model, "aggregator")[0].messages[0].text
     assert "[Response 4]" in system and "[Response 5]" not in system, "no padding with copies"
     # Each failed sample was tried twice (max_attempts=2), the others once.
@@ -51,7 +51,7 @@ def test_failure_rates_with_quorum(rate):
     out = create_self_moa(model, samples=10, aggregator=FakeChatModel(model="judge"), **FAST).compile().invoke(ask())
     failed = sum(1 for p in out["proposals"] if p["error"])
     assert len(out["proposals"]) == 10 and out["answer"]
-    assert out["aggregations"][0]["samples"] == [p["sample"] for p in out["proposals"] if not p["error"]]
+    assert out["aggregations"][0]["sample_ids"] == [p["sample"] for p in out["proposals"] if not p["error"]]
     if rate == 0.0:
         assert failed == 0
     else:
@@ -122,7 +122,7 @@ def test_empty_proposal_counts_as_failed_not_padded():
     model = FakeChatModel(reply=lambda call: "" if call.sample == 1 and call.role == "proposer" else "ok text")
     out = create_self_moa(model, samples=3, **FAST).compile().invoke(ask())
     assert [p["error"] for p in out["proposals"]] == [None, "empty response", None]
-    assert out["aggregations"][0]["samples"] == [0, 2]
+    assert out["aggregations"][0]["sample_ids"] == [0, 2]
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,7 @@ def test_failure_rates_on_moa_and_seq_produce_answers_and_record_failures(rate, 
     assert result["answer"]
     assert all("FakeModelError" in p["error"] and p["text"] == "" for p in failed)
     assert bool(failed) == (rate > 0), "injected failures are recorded, and only those"
-    steps = [i for a in result["aggregations"] for i in a["samples"]] if method == "seq" else []
+    steps = [i for a in result["aggregations"] for i in a["sample_ids"]] if method == "seq" else []
     assert not set(steps) & {p["sample"] for p in failed}, "failed samples are never aggregated"
 
 

@@ -36,7 +36,7 @@ def test_self_moa_on_smollm2_sync_and_async(smol):
 
 def test_self_moa_seq_on_smollm2(smol):
     out = create_self_moa_seq(smol, samples=7, window=4, reserved=2).compile().invoke(QUESTION)
-    assert [a["samples"] for a in out["aggregations"]] == [[0, 1, 2, 3], [4, 5], [6]]
+    assert [a["sample_ids"] for a in out["aggregations"]] == [[0, 1, 2, 3], [4, 5], [6]]
     assert out["answer"].strip()
 
 

@@ -52,7 +52,7 @@ def test_a_synthesis_that_never_changes_stops_after_patience_plus_one_steps():
         assert len(result["aggregations"]) == steps and result["stopped"] == "settled"
         assert result["answer"] == "Answer: 42"
         # The batch drawn alongside the last step is recorded but not aggregated.
-        aggregated = {i for a in result["aggregations"] for i in a["samples"]}
+        aggregated = {i for a in result["aggregations"] for i in a["sample_ids"]}
         drawn = {p["sample"] for p in result["proposals"]}
         in_flight = drawn - aggregated
         assert in_flight == set(range(4 + 2 * (steps - 1), 4 + 2 * steps))

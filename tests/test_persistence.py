@@ -56,7 +56,7 @@ def check_final(kind: str, state: dict, expected: dict) -> None:
     assert state["answer"] and state["messages"][-1].text == state["answer"]
     assert state["answer"] == expected["answer"]
     assert [p["text"] for p in state["proposals"]] == [p["text"] for p in expected["proposals"]]
-    got = [a["samples"] for a in state["aggregations"]]
+    got = [a["sample_ids"] for a in state["aggregations"]]
     assert got == ([list(range(6))] if kind == "self_moa" else SEQ_SCHEDULE)
 
 

@@ -33,14 +33,14 @@ def test_edit_and_drop_reach_the_aggregator(fake):
     texts = {p["sample"]: p["text"] for p in paused["proposals"]}
     assert f"[Response 1]\n{texts[1]}" in system and "[Response 2]\nAn edited proposal." in system
     assert "[Response 3]" not in system and texts[0] not in system
-    assert out["aggregations"][0]["samples"] == [1, 2]
+    assert out["aggregations"][0]["sample_ids"] == [1, 2]
     assert len(by_role(fake, "proposer")) == 4, "resuming does not call the proposers again"
 
 
 def test_resume_without_changes_keeps_all(fake):
     graph, config, _ = paused_graph(fake, samples=3)
     out = graph.invoke(Command(resume=True), config)
-    assert out["aggregations"][0]["samples"] == [0, 1, 2] and out["answer"]
+    assert out["aggregations"][0]["sample_ids"] == [0, 1, 2] and out["answer"]
 
 
 @pytest.mark.parametrize(
@@ -63,10 +63,10 @@ def test_bad_decisions_pause_again_with_the_error_and_lose_nothing(fake, decisio
     assert message in error and "\n" not in error
     assert by_role(fake, "aggregator") == []
     out = graph.invoke(Command(resume={"drop": [1]}), config)
-    assert out["aggregations"][0]["samples"] == [0, 2]
+    assert out["aggregations"][0]["sample_ids"] == [0, 2]
     assert len(by_role(fake, "proposer")) == 3
 
 
 def test_review_needs_one_shot_aggregation(fake):
     with pytest.raises(SpecError, match="review works with one-shot aggregation only"):
-        create_from_spec({"layers": [[fake]], "aggregator": {"mode": "window"}, "review": True})
+        create_from_spec({"layers": [[fake]], "aggregator": {"window": 6}, "review": True})

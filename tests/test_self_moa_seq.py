@@ -21,19 +21,19 @@ def test_window_contents_and_call_count(n):
     steps = out["aggregations"]
     assert len(steps) == window_calls(n, W, R) == 1 + -(-max(0, n - W) // (W - R))
     assert len(by_role(model, "aggregator")) == len(steps)
-    seen = [i for s in steps for i in s["samples"]]
+    seen = [i for s in steps for i in s["sample_ids"]]
     assert seen == list(range(n)), "every sample is aggregated exactly once, in order"
     texts = {p["sample"]: p["text"] for p in out["proposals"]}
 
     calls = sorted(by_role(model, "aggregator"), key=lambda c: c.metadata["selfmoa_step"])
     for k, (step, call) in enumerate(zip(steps, calls, strict=True)):
         system = system_text(call)
-        refs = [texts[i] for i in step["samples"]]
+        refs = [texts[i] for i in step["sample_ids"]]
         if k == 0:
-            assert step["samples"] == list(range(min(n, W))) and step["reserved"] == 0
+            assert step["sample_ids"] == list(range(min(n, W))) and step["reserved"] == 0
             expected = refs
         else:
-            assert step["reserved"] == R and len(step["samples"]) <= W - R
+            assert step["reserved"] == R and len(step["sample_ids"]) <= W - R
             expected = [steps[k - 1]["text"]] * R + refs
         assert len(expected) <= W, "the aggregator context stays bounded by the window"
         for i, text in enumerate(expected, 1):
@@ -62,14 +62,14 @@ def test_failed_samples_are_skipped_not_padded():
     model = FakeChatModel(fail_samples={1, 7})
     out = create_self_moa_seq(model, samples=9, window=W, reserved=R, retry_delay=0).compile().invoke(ask())
     steps = out["aggregations"]
-    assert [s["samples"] for s in steps] == [[0, 2, 3, 4, 5], [6, 8]]
+    assert [s["sample_ids"] for s in steps] == [[0, 2, 3, 4, 5], [6, 8]]
     assert [p["sample"] for p in out["proposals"] if p["error"]] == [1, 7]
 
 
 def test_a_window_with_no_new_sample_is_skipped_and_the_synthesis_kept():
     model = FakeChatModel(fail_samples={6, 7, 8})
     out = create_self_moa_seq(model, samples=9, window=W, reserved=R, retry_delay=0).compile().invoke(ask())
-    assert [s["samples"] for s in out["aggregations"]] == [list(range(6))]
+    assert [s["sample_ids"] for s in out["aggregations"]] == [list(range(6))]
     assert out["answer"] == out["aggregations"][0]["text"]
 
 
@@ -157,13 +157,13 @@ def test_seq_graph_sees_every_sample_in_exactly_one_step(args):
     n, window, reserved = args
     model = FakeChatModel()
     result = create_self_moa_seq(model, samples=n, window=window, reserved=reserved).compile().invoke(ask())
-    seen = [i for step in result["aggregations"] for i in step["samples"]]
+    seen = [i for step in result["aggregations"] for i in step["sample_ids"]]
     assert sorted(seen) == list(range(n)) and len(seen) == n
     assert len(result["aggregations"]) == window_calls(n, window, reserved)
     assert len(by_role(model, "aggregator")) == window_calls(n, window, reserved)
     assert len(by_role(model, "proposer")) == n
     for step in result["aggregations"][1:]:
-        assert step["reserved"] == reserved and 1 <= len(step["samples"]) <= window - reserved
+        assert step["reserved"] == reserved and 1 <= len(step["sample_ids"]) <= window - reserved
 
 
 def test_n_sampling_short_of_choices_fills_each_window_before_aggregating_it():
@@ -172,5 +172,5 @@ def test_n_sampling_short_of_choices_fills_each_window_before_aggregating_it():
     out = graph.invoke(ask())
     assert [p["sample"] for p in out["proposals"]] == list(range(7))
     assert len({p["text"] for p in out["proposals"]}) == 7, "no padded copies"
-    assert [a["samples"] for a in out["aggregations"]] == [[0, 1, 2, 3], [4, 5], [6]]
+    assert [a["sample_ids"] for a in out["aggregations"]] == [[0, 1, 2, 3], [4, 5], [6]]
     assert sum("returned 2 of 4 choices" in w for w in out["warnings"]) == 1

@@ -79,7 +79,7 @@ team: {layers: [[{model: "srvfake:team", samples: 3}]]}
 usage: {layers: [[{model: "srvfake:usage", samples: 4}]]}
 params: {layers: [[{model: "srvfake:params", samples: 3}]]}
 lc: {layers: [[{model: "srvfake:lc", samples: 3}]]}
-seq: {layers: [[{model: "srvfake:seq", samples: 5}]], aggregator: {mode: window, window: 3, reserved: 1}}
+seq: {layers: [[{model: "srvfake:seq", samples: 5}]], aggregator: {window: 3, reserved: 1}}
 broken: {layers: [[{model: "srvfake:broken", samples: 2}]], max_attempts: 1}
 leaky: {layers: [[{model: "srvfake:leaky", samples: 2}]], max_attempts: 1}
 load: {layers: [[{model: "srvfake:load", samples: 3}]]}

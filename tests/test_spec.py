@@ -28,7 +28,6 @@ layers:
     - {model: "specfake:B", samples: 3, temperature: 0.5}
 aggregator:
   model: "specfake:A"
-  mode: window
   window: 4
   reserved: 2
 """
@@ -50,7 +49,7 @@ def test_hybrid_yaml_file_to_graph_to_run(tmp_path):
     assert {c.temperature for c in by_role(b, "proposer")} == {0.5}
     assert sorted(c.seed for c in by_role(a, "proposer") + by_role(b, "proposer")) == list(range(11, 17))
     # 6 samples, W=4, R=2: windows [0..3], then [4, 5] with the synthesis twice.
-    assert [s["samples"] for s in out["aggregations"]] == [[0, 1, 2, 3], [4, 5]]
+    assert [s["sample_ids"] for s in out["aggregations"]] == [[0, 1, 2, 3], [4, 5]]
     assert [s["reserved"] for s in out["aggregations"]] == [0, 2]
     assert len(by_role(a, "aggregator")) == 2 and not by_role(b, "aggregator")
 
@@ -84,10 +83,10 @@ def test_multi_layer_hybrid_with_oneshot_aggregation():
 def test_multi_layer_then_sliding_window():
     spec = {
         "layers": [["specfake:A", "specfake:B"], [{"model": "specfake:A", "samples": 5}]],
-        "aggregator": {"mode": "window", "window": 3, "reserved": 1},
+        "aggregator": {"window": 3, "reserved": 1},
     }
     out = create_from_spec(spec).compile().invoke(ask())
-    assert [s["samples"] for s in out["aggregations"]] == [[0, 1, 2], [3, 4]]
+    assert [s["sample_ids"] for s in out["aggregations"]] == [[0, 1, 2], [3, 4]]
     layer2 = [c for c in by_role(MODELS["A"], "proposer") if c.metadata["selfmoa_layer"] == 2]
     assert len(layer2) == 5 and all("[Response 2]" in c.messages[0].text for c in layer2)
 
@@ -101,7 +100,7 @@ def test_multi_layer_then_sliding_window():
         ({"layers": [[]]}, "invalid spec at 'layers.0.proposers'"),
         ({}, "spec is missing the required key 'layers'"),
         ({"layers": [[{"model": "specfake:A", "samples": 0}]]}, "greater than or equal to 1"),
-        ({"layers": [["specfake:A"]], "aggregator": {"mode": "window", "window": 3, "reserved": 3}}, "reserved"),
+        ({"layers": [["specfake:A"]], "aggregator": {"window": 3, "reserved": 3}}, "reserved"),
         ({"layers": [["specfake:A"]], "aggregator": {"mode": "sequential"}}, "'synthesize', 'select' or 'vote'"),
         ({"layers": [["specfake:A"]], "min_proposals": 2}, "exceeds the 1 proposals of layer 1"),
         ({"layers": [["specfake:A"]], "prompt": "no placeholder"}, "{references} placeholder"),

@@ -1,9 +1,12 @@
-"""Errors raised by selfmoa, and how a failed model call is described.
+"""Errors raised by selfmoa, and how failed model calls are described (one, or a run's many).
 
 Each message is one line that says how to fix the input.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from selfmoa.runtime.secrets import redact
 
@@ -91,3 +94,45 @@ def describe_error(exc: BaseException) -> str:
     text = redact(" ".join(str(exc).split()))[:300]
     hint = _hint(exc, text)
     return " - ".join([f"{name}: {text}" if text else name, *([hint] if hint else [])])
+
+
+def group_failures(proposals: Sequence[Mapping[str, Any]], total: int, failed: int | None = None) -> str:
+    """The failed proposals' errors, each distinct error once: with its count when shared.
+
+    `failed` counts failures no longer in `proposals` too (a window run keeping the latest
+    batch only); those show as "and N more".
+
+    Example:
+        >>> p = lambda s, e: {"model": "openai:m", "sample": s, "error": e}
+        >>> group_failures([p(0, "ConnectionError"), p(1, "ConnectionError"), p(2, "Timeout")], 4)
+        '2 of 4 proposals failed: ConnectionError (openai:m[0-1]); openai:m[2]: Timeout'
+    """
+    groups: dict[str, dict[str, list[int]]] = {}
+    for p in proposals:
+        if p["error"] is not None:
+            groups.setdefault(p["error"], {}).setdefault(p["model"], []).append(p["sample"])
+    parts, shown = [], 0
+    for error, by_model in list(groups.items())[:3]:
+        count = sum(len(samples) for samples in by_model.values())
+        where = ", ".join(f"{model}[{_ranges(samples)}]" for model, samples in by_model.items())
+        parts.append(f"{count} of {total} proposals failed: {error} ({where})" if count > 1 else f"{where}: {error}")
+        shown += count
+    failed = sum(len(s) for m in groups.values() for s in m.values()) if failed is None else failed
+    if failed > shown:
+        parts.append(f"and {failed - shown} more")
+    return "; ".join(parts) or f"0 of {total} proposals returned"
+
+
+def _ranges(samples: list[int]) -> str:
+    # 0,1,2,5 -> "0-2,5": six failures of one endpoint read as one short label.
+    out: list[str] = []
+    ordered = sorted(samples)
+    start = prev = ordered[0]
+    for s in [*ordered[1:], None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if s is not None:
+            start = prev = s
+    return ",".join(out)
