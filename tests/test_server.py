@@ -26,7 +26,8 @@ from starlette.testclient import TestClient
 
 from selfmoa import SpecError, create_from_spec, model_providers
 from selfmoa.cli import build_parser, main, serve_command
-from selfmoa.server import ServerConfig, _Admission, create_app, load_config
+from selfmoa.server import ServerConfig, create_app, load_config
+from selfmoa.server.admission import _Admission
 from selfmoa.testing import FakeChatModel, count_tokens
 
 KEY = "srv-test-key-0123456789"
@@ -352,7 +353,7 @@ def test_a_file_name_with_trailing_whitespace_never_reaches_the_file_system(name
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evil.gguf").write_bytes(b"GGUF")
     made = []
-    monkeypatch.setattr("selfmoa.server.create_model", lambda *a, **k: made.append(a) or FakeChatModel())
+    monkeypatch.setattr("selfmoa.server.ensembles.model_client", lambda *a, **k: made.append(a) or FakeChatModel())
     with app_client(dynamic_models=["local", "local:*"]) as client:
         response = client.post(URL, json={"model": f"self-moa:local:{name}{suffix}", "messages": Q})
     assert response.status_code == 404, response.text
@@ -535,7 +536,8 @@ def test_cli_serve_with_a_bad_config_exits_2_in_one_line(tmp_path, capsys):
 
 
 def test_cli_serve_without_the_server_extra_names_the_install(monkeypatch, capsys):
-    monkeypatch.delitem(sys.modules, "selfmoa.server")
+    for name in [m for m in sys.modules if m == "selfmoa.server" or m.startswith("selfmoa.server.")]:
+        monkeypatch.delitem(sys.modules, name)  # the package and its modules, so that all are imported anew
     monkeypatch.setitem(sys.modules, "fastapi", None)  # makes `import fastapi` fail
     assert main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err
