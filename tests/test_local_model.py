@@ -114,10 +114,11 @@ def test_smollm2_joins_and_verifies(tmp_path, monkeypatch):
 
 def test_first_use_says_what_it_does_with_sizes(tmp_path, monkeypatch, capsys):
     import selfmoa.local as local
+    from selfmoa.local import progress
 
     _require_installed(SMOL)
     monkeypatch.setenv("SELFMOA_HOME", str(tmp_path))
-    monkeypatch.setattr(local, "_progress_enabled", True)  # an earlier `selfmoa run --json` in this process turned it off
+    monkeypatch.setattr(progress, "_progress_enabled", True)  # an earlier `selfmoa run --json` in this process turned it off
     path = model_path(SMOL)
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"selfmoa: first use of {SMOL}: joining 1 package file (98 MB) into {path} and checking its sha256"
@@ -142,7 +143,7 @@ def test_first_use_says_what_it_does_with_sizes(tmp_path, monkeypatch, capsys):
 
 def test_the_joined_file_is_enough_once_the_parts_are_gone(tmp_path, monkeypatch):
     """README: after the first run, uninstalling the packages frees their copy."""
-    import selfmoa.local as local
+    from selfmoa.local import weights
 
     _require_installed(SMOL)
     monkeypatch.setenv("SELFMOA_HOME", str(tmp_path))
@@ -151,7 +152,7 @@ def test_the_joined_file_is_enough_once_the_parts_are_gone(tmp_path, monkeypatch
     def uninstalled(model):
         raise LocalModelError(f"local model {model.name!r} is not installed")
 
-    monkeypatch.setattr(local, "_part_paths", uninstalled)
+    monkeypatch.setattr(weights, "_part_paths", uninstalled)
     assert model_path(SMOL) == path
     path.unlink()
     with pytest.raises(LocalModelError, match="is not installed"):
@@ -412,7 +413,7 @@ def test_serve_survives_the_embedded_model_being_killed_mid_run():
     context is refused before any call, with tokens against context.
     """
     test_server = server_tests()
-    from selfmoa.local import _missing_packages
+    from selfmoa.local.weights import _missing_packages
     from selfmoa.server import ServerConfig
 
     if _missing_packages(resolve_local_model("local")):
@@ -463,7 +464,7 @@ def test_a_refused_request_is_resent_unless_the_server_is_closed_for_good(monkey
     # the others find it running (False, still open) and must be resent as well.
     import openai
 
-    from selfmoa.local import _reviving_clients
+    from selfmoa.local.client import _reviving_clients
 
     # The SDK's own HTTP library, as _reviving_clients finds it (httpx, or httpx2 for openai>=3).
     hx = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0])
@@ -491,7 +492,8 @@ def test_a_refused_request_is_resent_unless_the_server_is_closed_for_good(monkey
     ("SELFMOA_THREADS", "two", "SELFMOA_THREADS must be a positive integer, got 'two'"),
 ])
 def test_a_bad_environment_value_names_the_variable(monkeypatch, name, value, message):
-    from selfmoa.local import LocalModelError, _resolve_threads, _verbosity
+    from selfmoa.local import LocalModelError
+    from selfmoa.local.llamacpp import _resolve_threads, _verbosity
 
     monkeypatch.setenv(name, value)
     with pytest.raises(LocalModelError) as err:

@@ -101,7 +101,7 @@ def _requirements() -> Path:
     require("langgraph_api", "needs: pip install 'selfmoa[studio]'")
     require("langgraph_sdk", "needs: pip install langgraph-sdk")
     # Not importorskip: importing xllamacpp here would fix its OpenMP wait policy for this
-    # process before selfmoa.local sets it (see selfmoa/local.py).
+    # process before selfmoa.local sets it (see selfmoa/local/llamacpp.py).
     if importlib.util.find_spec("xllamacpp") is None:
         missing("needs: pip install 'selfmoa[local]'")
     row = next(r for r in list_local_models() if r["name"] == "smollm2-135m")
