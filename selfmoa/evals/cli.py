@@ -9,8 +9,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from selfmoa.evals.cache import cut_aggregations, cut_replies, load_draws, rescore
 from selfmoa.evals.report import build_report, machine, write_report
-from selfmoa.evals.runner import EvalSettings, cut_aggregations, cut_replies, load_draws, rescore, run_eval
+from selfmoa.evals.runner import EvalSettings, run_eval
 from selfmoa.evals.tasks import get_task
 
 
