@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 
 import pytest
 from helpers import ask
@@ -68,11 +69,31 @@ def test_limiter_slots_come_back_after_failures_retries_and_timeouts():
     flaky = FakeChatModel(fail_rate=0.5)
     graph = create_self_moa(flaky, samples=6, aggregator=FakeChatModel(), retry_delay=0, limiter=limiter).compile()
     graph.invoke(ask())
-    hanging = FakeChatModel(latency=2.0)
+    hanging = FakeChatModel(latency=0.5)
     graph = create_self_moa(hanging, samples=2, max_attempts=1, timeout=0.05, limiter=limiter).compile()
     with pytest.raises(Exception, match="took longer than"):
         graph.invoke(ask())
+    # An abandoned call holds its slot until its thread ends, then gives it back.
+    deadline = time.monotonic() + 5
+    while limiter.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert limiter.in_flight == 0
+
+
+@pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+async def test_calls_in_flight_never_exceed_the_cap_when_calls_time_out(run):
+    # Each attempt times out and is retried; the abandoned calls keep loading the endpoint,
+    # so a retry may start only once one of them has ended: the cap counts them too.
+    slow = FakeChatModel(latency=0.3)
+    limiter = CallLimiter(2)
+    graph = create_self_moa(slow, samples=4, max_attempts=3, retry_delay=0, timeout=0.05, limiter=limiter,
+                            min_proposals=1).compile()
+    with pytest.raises(Exception, match="took longer than"):
+        if run == "invoke":
+            await asyncio.to_thread(graph.invoke, ask())
+        else:
+            await graph.ainvoke(ask())
+    assert len(slow.calls) >= 3 and slow.peak_concurrency <= limiter.limit
 
 
 async def test_a_cancelled_waiter_gives_no_slot_away():

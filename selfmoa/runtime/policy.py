@@ -63,12 +63,32 @@ class CallPolicy:
         self.limiter = limiter
 
     def _attempt(self, call: Callable[[], T]) -> T:
-        with self.limiter or contextlib.nullcontext():
-            return call() if self.timeout is None else _with_timeout(call, self.timeout)
+        if self.timeout is None:
+            with self.limiter or contextlib.nullcontext():
+                return call()
+        # The slot is held until the call's thread ends, not until the waiter gives up: an
+        # abandoned call still loads the endpoint, so calls in flight never exceed the cap.
+        if self.limiter is not None:
+            self.limiter.acquire()
+        try:
+            return _start_daemon(call, self._release).result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
 
     async def _aattempt(self, call: Callable[[], Awaitable[T]]) -> T:
+        # An awaitable call is cancelled at its time limit, which ends it: the slot goes back then.
         async with self.limiter or contextlib.nullcontext():
             return await self._atimed(call)
+
+    async def _aattempt_blocking(self, call: Callable[[], T]) -> T:
+        # A blocking call runs on in its thread when abandoned: its slot is held until it ends.
+        if self.limiter is not None:
+            await self.limiter.aacquire()
+        return await self._atimed(lambda: asyncio.wrap_future(_start_daemon(call, self._release)))
+
+    def _release(self) -> None:
+        if self.limiter is not None:
+            self.limiter.release()
 
     async def _atimed(self, call: Callable[[], Awaitable[T]]) -> T:
         if self.timeout is None:
@@ -91,13 +111,16 @@ class CallPolicy:
 
     async def arun(self, call: Callable[[], Awaitable[T]]) -> T:
         """Await a call with retries and the time limit; raises the last error."""
-        for attempt in range(1, self.max_attempts + 1):
+        return await self._aretry(lambda: self._aattempt(call))
+
+    async def _aretry(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        for n in range(1, self.max_attempts + 1):
             try:
-                return await self._aattempt(call)
+                return await attempt()
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
-                if attempt == self.max_attempts or not is_retryable(exc):
+                if n == self.max_attempts or not is_retryable(exc):
                     raise
-                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+                await asyncio.sleep(self.retry_delay * 2 ** (n - 1))
         raise AssertionError("unreachable")
 
     def invoke(
@@ -118,7 +141,7 @@ class CallPolicy:
         """
         if _blocking_only(model):
             call = lambda: model.invoke(list(messages), config, **kwargs)  # noqa: E731
-            return await self.arun(lambda: _in_daemon_thread(call))  # type: ignore[return-value]
+            return await self._aretry(lambda: self._aattempt_blocking(call))  # type: ignore[return-value]
         return await self.arun(lambda: model.ainvoke(list(messages), config, **kwargs))  # type: ignore[return-value]
 
 
@@ -127,22 +150,12 @@ def _blocking_only(model: BaseChatModel) -> bool:
     return cls._agenerate is BaseChatModel._agenerate and cls._astream is BaseChatModel._astream
 
 
-async def _in_daemon_thread(call: Callable[[], T]) -> T:
-    """Await a blocking call run in a new daemon thread, which nobody joins if it is abandoned."""
-    return await asyncio.wrap_future(_start_daemon(call))
-
-
-def _with_timeout(call: Callable[[], T], timeout: float) -> T:
-    # A blocking call cannot be cancelled, so it runs in a daemon thread that is abandoned
-    # (not killed) when it overruns and cannot hold up interpreter exit.
-    try:
-        return _start_daemon(call).result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise TimeoutError(f"model call took longer than {timeout:g}s") from None
-
-
-def _start_daemon(call: Callable[[], T]) -> concurrent.futures.Future:
+def _start_daemon(call: Callable[[], T], on_end: Callable[[], None]) -> concurrent.futures.Future:
     """Start `call` in a daemon thread of its own; its outcome arrives in the returned future.
+
+    A blocking call cannot be cancelled, so when it overruns its time limit the thread is
+    abandoned (not killed), and cannot hold up interpreter exit. `on_end` runs when the
+    call returns or raises, whoever still waits for it.
 
     The thread runs in a copy of the caller's context, so callbacks and streaming stay
     attached to the run; the future is marked running, so a waiter that gives up cannot
@@ -157,6 +170,8 @@ def _start_daemon(call: Callable[[], T]) -> concurrent.futures.Future:
             outcome.set_result(ctx.run(call))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
             outcome.set_exception(exc)
+        finally:
+            on_end()
 
     threading.Thread(target=run, name="selfmoa-call", daemon=True).start()
     return outcome
