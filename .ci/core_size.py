@@ -1,6 +1,10 @@
-"""Print the size of the core (graphs/, nodes/, prompts/): code lines, longest functions, repeats.
+"""Print the size of each layer against its budget: code lines, longest functions, repeats, module lines.
 
+Budgets (issue 22): the graph core (graphs/, nodes/, prompts/) at most 1,400 code lines once
+agreement and adaptive sampling are in (1,250 before them); the call runtime (selfmoa/runtime/)
+at most 550; no function in either over 40 code lines; no module under selfmoa/ over 500 lines.
 Code lines exclude blank lines, comments and docstrings. Run: python .ci/core_size.py
+(exit status 1 when a budget is exceeded; tests/test_lint.py runs it).
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ("graphs", "nodes", "prompts")
+RUNTIME = ("selfmoa/runtime",)
+BUDGETS = {CORE: 1400, RUNTIME: 550}
+FUNCTION_BUDGET = 40
+MODULE_BUDGET = 500
 
 
 def code_lines(path: Path) -> set[int]:
@@ -70,15 +78,25 @@ def repeats(paths: list[Path], width: int = 6) -> list[str]:
     return [where[b] for b, n in seen.items() if n > 1]
 
 
-def main() -> int:
-    paths = sorted(p for d in CORE for p in (ROOT / d).rglob("*.py"))
+def layer(folders: tuple[str, ...], budget: int) -> bool:
+    """Print one layer's size; True when it is within its budgets."""
+    paths = sorted(p for d in folders for p in (ROOT / d).rglob("*.py"))
     total = sum(len(code_lines(p)) for p in paths)
-    longest = sorted((f for p in paths for f in functions(p)), reverse=True)[:5]
-    print(f"core code lines: {total} (graphs/, nodes/, prompts/; no blanks, comments or docstrings)")
-    print("longest functions: " + "; ".join(f"{name} {size}" for size, name in longest))
+    longest = sorted((f for p in paths for f in functions(p)), reverse=True)
     dup = repeats(paths)
-    print(f"repeated blocks of 6+ lines: {len(dup)}" + (f" ({', '.join(dup[:5])})" if dup else ""))
-    return 0
+    print(f"{', '.join(d + '/' for d in folders)}: {total} code lines (budget {budget:,})")
+    print("  longest functions: " + "; ".join(f"{name} {size}" for size, name in longest[:5]))
+    print(f"  repeated blocks of 6+ lines: {len(dup)}" + (f" ({', '.join(dup[:5])})" if dup else ""))
+    return total <= budget and (not longest or longest[0][0] <= FUNCTION_BUDGET)
+
+
+def main() -> int:
+    ok = all([layer(folders, budget) for folders, budget in BUDGETS.items()])
+    modules = sorted((len(p.read_text(encoding="utf-8").splitlines()), str(p.relative_to(ROOT)))
+                     for p in (ROOT / "selfmoa").rglob("*.py"))
+    print(f"largest modules under selfmoa/ (budget {MODULE_BUDGET} lines): "
+          + "; ".join(f"{name} {n}" for n, name in modules[-3:][::-1]))
+    return 0 if ok and modules[-1][0] <= MODULE_BUDGET else 1
 
 
 if __name__ == "__main__":

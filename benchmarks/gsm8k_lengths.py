@@ -31,7 +31,7 @@ def main() -> None:
     from langchain_core.messages import HumanMessage
 
     from selfmoa.evals.tasks.gsm8k import TASK
-    from selfmoa.runtime import create_model
+    from selfmoa.runtime.models import create_model
 
     items = TASK.load(args.first + args.items)[args.first :]
     for name in args.models.split(","):

@@ -21,7 +21,7 @@ import time
 
 from benchmarks._common import finish, verdict
 from selfmoa import create_self_moa_seq
-from selfmoa.graphs.schedule import window_schedule
+from selfmoa.nodes.schedule import window_schedule
 from selfmoa.testing import FakeChatModel
 
 

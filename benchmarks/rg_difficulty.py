@@ -30,7 +30,7 @@ def main() -> None:
     from langchain_core.messages import HumanMessage
 
     from selfmoa.evals.tasks.reasoning_gym_task import INSTRUCTION, extract
-    from selfmoa.runtime import create_model
+    from selfmoa.runtime.models import create_model
 
     model = create_model(args.model, max_tokens=160, slots=6)
     for label, config in CANDIDATES.items():

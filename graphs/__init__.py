@@ -2,7 +2,7 @@
 
 `spec` holds `MoASpec`, the one validated description of an ensemble; `plan` applies a
 run's context to it; `builder` wires the nodes; `self_moa`, `self_moa_seq`, `moa` and
-`hybrid` are the factories; `schedule` is the Self-MoA-Seq window arithmetic.
+`hybrid` are the factories (the Self-MoA-Seq window arithmetic is `selfmoa.nodes.schedule`).
 """
 
 from selfmoa.graphs.builder import build_graph

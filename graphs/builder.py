@@ -29,7 +29,8 @@ from selfmoa.nodes.calls import node
 from selfmoa.nodes.propose import make_propose
 from selfmoa.nodes.run import Setup, aprepare, collect, finish, prepare, route
 from selfmoa.nodes.state import Plan
-from selfmoa.runtime import CallPolicy, ModelTable
+from selfmoa.runtime.models import ModelTable
+from selfmoa.runtime.policy import CallPolicy
 
 __all__ = ["build_graph"]
 

@@ -8,7 +8,9 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.runtime import ModelLike, SpecError
+from selfmoa.graphs.spec import TEMPERATURE
+from selfmoa.runtime.errors import SpecError
+from selfmoa.runtime.models import ModelLike
 
 # Relative, unlike the project's other imports, so that a type checker run over the
 # source folders sees the TypedDict that `Unpack` needs.
@@ -19,7 +21,7 @@ def create_moa(
     layers: Sequence[Sequence[ModelLike]],
     *,
     aggregator: ModelLike,
-    temperature: float | None = 0.7,
+    temperature: float | None = TEMPERATURE,
     seed: int | None = None,
     **options: Unpack[RunOptions],
 ) -> StateGraph:
@@ -35,7 +37,8 @@ def create_moa(
         aggregator: The final aggregator model.
         temperature: Proposer sampling temperature (None: each model's default).
         seed: Base seed; proposer i of the run uses seed + i.
-        **options: Any of `RunOptions`.
+        **options: Any of `RunOptions`: the `MoASpec` fields such as `mode`, `answer_of`,
+            `min_proposals`, `max_attempts`, `timeout`, `max_tokens`, `prompt`, `limiter`.
 
     Returns:
         An uncompiled `StateGraph`.

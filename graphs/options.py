@@ -9,37 +9,17 @@ from pydantic import ValidationError
 from typing_extensions import TypedDict
 
 from selfmoa.graphs.spec import AggregatorSpec, MoASpec, ProposerSpec, one_line
-from selfmoa.runtime import CallLimiter, SpecError
+from selfmoa.runtime.errors import SpecError
+from selfmoa.runtime.limiter import CallLimiter
 
 
 class RunOptions(TypedDict, total=False):
-    """Keyword options accepted by every factory (see `MoASpec` for their meaning).
+    """Keyword options accepted by every factory: `MoASpec` fields, under their spec names.
 
-    Attributes:
-        aggregator_temperature: Aggregator temperature, default 0.0 (None: the model's default).
-        min_proposals: Successful proposals needed per layer to go on, default 1.
-        max_attempts: Attempts per model call, retries included, default 2.
-        retry_delay: Seconds before the first retry, doubled after each, default 0.5.
-        timeout: Seconds one model call may take, default no limit.
-        prompt: Aggregation prompt with a `{references}` placeholder.
-        review: Pause before the final aggregation so a caller can inspect, edit or drop
-            proposals (needs a checkpointer; see `selfmoa.nodes.review`).
-        max_reference_chars: Most characters of references one call sees in all, default
-            24,000; longer references are trimmed to fit, with a warning (None: no limit).
-        max_input_chars: Most characters the conversation may hold; longer input is
-            refused before any call with an `InputError` (None, the default: no limit
-            besides the models' known contexts).
-        limiter: A `selfmoa.CallLimiter` shared by several graphs: a cap on model calls
-            in flight across all their runs.
-        mode: How the aggregator combines the candidates: "synthesize" (write a new
-            answer, the default), "select" (name the most consistent candidate and return
-            it verbatim) or "vote" (majority over extracted answers, no model call; not
-            with a sliding window).
-        answer_of: What "vote" compares: "number", "letter", "last_line" or a callable
-            from a reply to its short answer (default: the whole reply, normalised).
-        sampling: "parallel" (one request per sample, the default) or "n" (one request
-            asking for all of a model's samples as `n` choices, where the endpoint
-            supports it).
+    Their meaning, default and checks are the spec's (see `MoASpec` and `AggregatorSpec`);
+    `aggregator_temperature`, `mode` and `answer_of` are the aggregator's `temperature`,
+    `mode` and `answer_of`, given flat. tests/test_schema.py checks that every key here is
+    a spec field of the same type, so the two cannot drift apart.
     """
 
     aggregator_temperature: float | None
@@ -54,7 +34,12 @@ class RunOptions(TypedDict, total=False):
     review: bool
     max_reference_chars: int | None
     max_input_chars: int | None
+    max_tokens: int | None
     limiter: CallLimiter | None
+
+
+FLAT_AGGREGATOR = {"aggregator_temperature": "temperature", "mode": "mode", "answer_of": "answer_of"}
+"""Factory options that set a field of the spec's `aggregator`, and that field's name."""
 
 
 def make_spec(
@@ -75,7 +60,7 @@ def make_spec(
         valid = ", ".join(sorted(RunOptions.__annotations__))
         raise SpecError(f"{factory}() got unknown option {unknown[0]!r}; valid options: {valid}")
     options = dict(options)
-    for option, field in (("aggregator_temperature", "temperature"), ("mode", "mode"), ("answer_of", "answer_of")):
+    for option, field in FLAT_AGGREGATOR.items():
         if option in options:  # aggregator settings, given flat to the factories
             aggregator = {**aggregator, field: options.pop(option)}
     if aggregator.get("model") is None:

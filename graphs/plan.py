@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from selfmoa.graphs.spec import MoASpec, map_models, parse_spec
 from selfmoa.nodes import EnsembleContext
 from selfmoa.nodes.state import CONTEXT_FIELDS, Plan
-from selfmoa.runtime import ModelTable, SpecError
+from selfmoa.runtime.errors import SpecError
+from selfmoa.runtime.models import ModelTable
 
 _TABLE_LOCK = threading.Lock()
 

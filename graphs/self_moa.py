@@ -6,7 +6,8 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.runtime import ModelLike
+from selfmoa.graphs.spec import SAMPLES, TEMPERATURE
+from selfmoa.runtime.models import ModelLike
 
 # Relative, unlike the project's other imports, so that a type checker run over the
 # source folders sees the TypedDict that `Unpack` needs.
@@ -16,9 +17,9 @@ from .options import RunOptions, make_spec
 def create_self_moa(
     model: ModelLike,
     *,
-    samples: int = 6,
+    samples: int = SAMPLES,
     aggregator: ModelLike | None = None,
-    temperature: float | None = 0.7,
+    temperature: float | None = TEMPERATURE,
     seed: int | None = None,
     **options: Unpack[RunOptions],
 ) -> StateGraph:
@@ -35,8 +36,8 @@ def create_self_moa(
         aggregator: Aggregator model; None means `model` aggregates its own samples.
         temperature: Proposer sampling temperature (None: the model's default).
         seed: Base seed; sample i uses seed + i, for reproducible runs.
-        **options: Any of `RunOptions` (aggregator_temperature, min_proposals,
-            max_attempts, retry_delay, timeout, prompt).
+        **options: Any of `RunOptions`: the `MoASpec` fields such as `mode`, `answer_of`,
+            `min_proposals`, `max_attempts`, `timeout`, `max_tokens`, `prompt`, `limiter`.
 
     Returns:
         An uncompiled `StateGraph`; compile it, optionally with a checkpointer.

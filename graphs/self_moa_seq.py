@@ -8,7 +8,8 @@ from langgraph.graph import StateGraph
 from typing_extensions import Unpack
 
 from selfmoa.graphs.builder import build_graph
-from selfmoa.runtime import ModelLike
+from selfmoa.graphs.spec import RESERVED, TEMPERATURE, WINDOW
+from selfmoa.runtime.models import ModelLike
 
 # Relative, unlike the project's other imports, so that a type checker run over the
 # source folders sees the TypedDict that `Unpack` needs.
@@ -19,10 +20,10 @@ def create_self_moa_seq(
     model: ModelLike,
     *,
     samples: int,
-    window: int = 6,
-    reserved: int = 3,
+    window: int = WINDOW,
+    reserved: int = RESERVED,
     aggregator: ModelLike | None = None,
-    temperature: float | None = 0.7,
+    temperature: float | None = TEMPERATURE,
     seed: int | None = None,
     keep: Literal["all", "latest"] = "all",
     patience: int | None = None,

@@ -41,7 +41,8 @@ from pydantic import (
 
 from selfmoa.nodes.answers import answer_extractor
 from selfmoa.prompts import AGGREGATE_PROMPT
-from selfmoa.runtime import CallLimiter, SpecError
+from selfmoa.runtime.errors import SpecError
+from selfmoa.runtime.limiter import CallLimiter
 
 Model = str | InstanceOf[BaseChatModel]
 

@@ -20,8 +20,6 @@ from selfmoa.prompts import format_references
 TRIM_MARK = "\n[…trimmed]"
 """Appended to a reference cut to fit the aggregator's budget (see `trim_references`)."""
 
-FINAL_TAG = "selfmoa:final"
-"""Tag of the call that writes the final answer; its tokens are what `stream_mode="messages"` shows."""
 
 
 def with_references(messages: Sequence[AnyMessage], references: Sequence[str], prompt: str) -> list[BaseMessage]:
@@ -89,7 +87,7 @@ def call_config(config: RunnableConfig, *, role: str, final: bool = False, **met
     Proposer and intermediate-window calls carry LangGraph's `nostream` tag so that
     `stream_mode="messages"` yields the final answer's tokens only.
     """
-    tags = [f"selfmoa:{role}", FINAL_TAG if final else TAG_NOSTREAM]
+    tags = [f"selfmoa:{role}", *([] if final else [TAG_NOSTREAM])]
     meta = {"selfmoa_role": role, **{f"selfmoa_{k}": v for k, v in metadata.items()}}
     # A plain merge (what langchain's merge_configs does for tags, metadata and run_name,
     # at a fraction of its cost, which showed in the zero-latency overhead benchmark).

@@ -16,7 +16,7 @@ from selfmoa.runtime.errors import describe_error
 from selfmoa.runtime.inputs import CHARS_PER_TOKEN
 from selfmoa.runtime.models import ModelTable
 from selfmoa.runtime.policy import CallPolicy, is_retryable
-from selfmoa.runtime.usage import TokenUsage, add_usage, text_of, usage_delta, usage_of, zero_tokens
+from selfmoa.runtime.usage import add_usage, text_of, usage_delta, usage_of, zero_tokens
 
 _Call = tuple[BaseChatModel, list[BaseMessage], RunnableConfig, dict[str, Any]]
 
@@ -116,8 +116,8 @@ def _split(task: ProposeTask, started: float, result: LLMResult) -> tuple[list[P
     messages = [g.message for g in result.generations[0][: task["n"]] if isinstance(g, ChatGeneration)]
     proposals = [_record(task, j, started, m) for j, m in enumerate(messages)]
     usage = usage_of(messages[0]) if messages else zero_tokens()
-    for p, share in zip(proposals, _shares(usage, len(proposals)), strict=True):
-        p["usage"] = share
+    for p in proposals[1:]:  # one call, one usage: the first choice carries it, so the run's total is right
+        p["usage"] = zero_tokens()
     warnings, wanted = [], task["n"]
     if len(messages) < wanted:
         warnings.append(
@@ -143,16 +143,3 @@ def _updates(task: ProposeTask, proposals: list[Proposal], warnings: list[str]) 
     if warnings:
         out["warnings"] = warnings
     return out
-
-
-def _shares(usage: TokenUsage, parts: int) -> list[TokenUsage]:
-    """Split one call's usage over its choices so that the parts add up exactly."""
-    shares = []
-    for j in range(parts):
-        share = zero_tokens()
-        for key in ("input_tokens", "output_tokens", "total_tokens"):
-            base, extra = divmod(usage[key], parts)  # type: ignore[literal-required]
-            share[key] = base + (extra if j == 0 else 0)  # type: ignore[literal-required]
-        share["calls"] = 1 if j == 0 else 0
-        shares.append(share)
-    return shares

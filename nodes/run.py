@@ -47,10 +47,9 @@ from selfmoa.nodes.state import (
     Tally,
     new_run,
 )
-from selfmoa.runtime import ModelTable
 from selfmoa.runtime.errors import ProposalsFailedError, group_failures
 from selfmoa.runtime.inputs import check_input
-from selfmoa.runtime.models import context_tokens
+from selfmoa.runtime.models import ModelTable, context_tokens
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,16 @@ from selfmoa.chat_model import MoAChatModel
 from selfmoa.graphs import MoASpec, create_from_spec, create_moa, create_self_moa, create_self_moa_seq
 from selfmoa.nodes import EnsembleContext, OutputState
 from selfmoa.prompts import AGGREGATE_PROMPT
-from selfmoa.runtime import (
+from selfmoa.runtime.errors import (
     AggregationError,
-    CallLimiter,
     InputError,
     ModelResolutionError,
     ProposalsFailedError,
     SelfMoAError,
     SpecError,
-    create_model,
-    model_providers,
-    register_model_provider,
-    unregister_model_provider,
 )
+from selfmoa.runtime.limiter import CallLimiter
+from selfmoa.runtime.models import create_model, model_providers, register_model_provider, unregister_model_provider
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langgraph.graph import StateGraph
 from pydantic import ConfigDict, Field, model_validator
 
-from selfmoa.runtime import SelfMoAError
+from selfmoa.runtime.errors import SelfMoAError
 
 __all__ = ["MoAChatModel"]
 

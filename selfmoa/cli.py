@@ -22,8 +22,7 @@ from typing import Any, NoReturn
 
 from selfmoa.commands.models import models_command
 from selfmoa.commands.run import run_command
-from selfmoa.runtime import SelfMoAError
-from selfmoa.runtime.errors import describe_error
+from selfmoa.runtime.errors import SelfMoAError, describe_error
 from selfmoa.runtime.secrets import redact
 
 METHODS = ("self-moa", "moa", "seq")

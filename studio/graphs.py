@@ -19,12 +19,12 @@ Environment (read once, when the server imports this module):
   (proposers and aggregators, the hybrid spec's too), e.g. `local:smollm2-135m` for fast
   runs or `openai:qwen2.5@http://127.0.0.1:8000/v1`. Default: `local` (the embedded
   Qwen2.5-Coder-0.5B).
-- `SELFMOA_STUDIO_MAX_TOKENS`: cap on the tokens each embedded-model call generates
-  (default 256; 0 means no cap). Applies to every `local...` model string in this server
-  process, including the ones a run passes in its context.
+- `SELFMOA_STUDIO_MAX_TOKENS`: cap on the tokens each model call generates (default 256;
+  0 means no cap): the graphs' `max_tokens`, which applies to every model string they
+  resolve, including those a run passes in its context, and registers no provider.
 
 Per-run settings (samples, window, reserved, temperature, model, aggregator, prompt,
-seed) are the graphs' context schema (`selfmoa.EnsembleContext`): Studio shows them as
+seed, max_tokens) are the graphs' context schema (`selfmoa.EnsembleContext`): Studio shows them as
 the assistant's context, and `client.runs.wait(..., context={"samples": 2})` sets them.
 """
 
@@ -32,11 +32,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-
-from selfmoa import create_from_spec, create_moa, create_self_moa, create_self_moa_seq, register_model_provider
+from selfmoa import create_from_spec, create_moa, create_self_moa, create_self_moa_seq
 from selfmoa.graphs.spec import MoASpec, load_spec_file, map_models, parse_spec
 
 __all__ = ["MAX_TOKENS", "MODEL", "hybrid", "moa", "self_moa", "self_moa_seq"]
@@ -70,33 +67,15 @@ MAX_TOKENS = _max_tokens()
 """Cap on generated tokens per embedded-model call, or None."""
 
 
-def _studio_local(name: str, **kwargs: Any) -> BaseChatModel:
-    # Why a provider and not `create_model("local", max_tokens=...)` instances: an instance
-    # starts llama.cpp when the server imports this module (before any run, even just to
-    # browse schemas), and Studio's per-run `model` / `aggregator` context fields are
-    # strings, which would resolve through the default, uncapped provider. Re-registering
-    # the "local" prefix in this (server-only) process caps every local model string,
-    # whether it comes from the graphs here or from a run's context.
-    from selfmoa.local import DEFAULT_LOCAL_MODEL, local_chat_model
-
-    if MAX_TOKENS is not None:
-        kwargs.setdefault("max_tokens", MAX_TOKENS)
-    # Resolved lazily by the graph, in a worker thread (the dev server rejects blocking
-    # calls on its event loop, and starting the embedded model blocks).
-    return local_chat_model(name or DEFAULT_LOCAL_MODEL, **kwargs)
-
-
-register_model_provider("local", _studio_local)
-
-
 def _hybrid_spec(path: Path) -> MoASpec:
-    spec = parse_spec(load_spec_file(path))
+    spec = parse_spec(load_spec_file(path)).model_copy(update={"max_tokens": MAX_TOKENS})
     return spec if OVERRIDE is None else map_models(spec, lambda _: OVERRIDE)
 
 
-self_moa = create_self_moa(MODEL, samples=4, temperature=0.7).compile(name="self_moa")
-moa = create_moa([[MODEL, MODEL], [MODEL, MODEL]], aggregator=MODEL, temperature=0.7).compile(name="moa")
-self_moa_seq = create_self_moa_seq(MODEL, samples=8, window=4, reserved=2, temperature=0.7).compile(
+# Small settings, so that a run on the embedded model finishes in Studio within a minute or two.
+self_moa = create_self_moa(MODEL, samples=4, max_tokens=MAX_TOKENS).compile(name="self_moa")
+moa = create_moa([[MODEL, MODEL], [MODEL, MODEL]], aggregator=MODEL, max_tokens=MAX_TOKENS).compile(name="moa")
+self_moa_seq = create_self_moa_seq(MODEL, samples=8, window=4, reserved=2, max_tokens=MAX_TOKENS).compile(
     name="self_moa_seq"
 )
 hybrid = create_from_spec(_hybrid_spec(HERE / "hybrid.yaml")).compile(name="hybrid")

@@ -43,3 +43,11 @@ def test_mypy_finds_no_type_errors(tmp_path):
         if target != source:
             report = report.replace(f"{target}/", f"{source}/")
     assert out.returncode == 0, report[-3000:] + out.stderr[-1000:]
+
+
+def test_layers_keep_their_size_budgets():
+    # .ci/core_size.py prints each layer's code lines, longest functions and repeats
+    # against its budget (issue 22) and fails when one is exceeded.
+    out = subprocess.run([sys.executable, str(ROOT / ".ci" / "core_size.py")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "selfmoa/runtime/:" in out.stdout and "budget 550" in out.stdout

@@ -10,7 +10,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from selfmoa import AggregationError, SpecError, create_from_spec, create_self_moa_seq, model_providers
 from selfmoa.cli import main
-from selfmoa.graphs.schedule import window_calls
+from selfmoa.nodes.schedule import window_calls
 from selfmoa.testing import FakeCall, FakeChatModel
 
 N, W, R = 12, 4, 2  # batches [0..3], [4, 5], [6, 7], [8, 9], [10, 11]: 5 window steps

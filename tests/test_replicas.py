@@ -22,7 +22,7 @@ from helpers import free_port, wait_for_health
 from openai_stub import OpenAIStub
 
 from selfmoa import create_self_moa
-from selfmoa.runtime import AggregationError
+from selfmoa.runtime.errors import AggregationError
 from selfmoa.testing import FakeChatModel
 
 pytest.importorskip("fastapi", reason="needs: pip install 'selfmoa[server]'")

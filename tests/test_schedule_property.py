@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from selfmoa.graphs.schedule import window_calls, window_schedule
+from selfmoa.nodes.schedule import window_calls, window_schedule
 
 
 @st.composite

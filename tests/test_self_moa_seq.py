@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from selfmoa import create_self_moa_seq
-from selfmoa.graphs.schedule import window_calls, window_schedule
+from selfmoa.nodes.schedule import window_calls, window_schedule
 from selfmoa.testing import FakeChatModel
 
 W, R = 6, 3

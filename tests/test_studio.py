@@ -271,10 +271,12 @@ def test_stream_then_read_state(client, assistants):
     assert len(state["values"]["proposals"]) == 4
 
 
-def test_context_overrides_samples(client, assistants):
-    _, result = _wait(client, assistants, "self_moa", context={"samples": 2})
+def test_context_overrides_samples_and_max_tokens(client, assistants):
+    _, result = _wait(client, assistants, "self_moa", context={"samples": 2, "max_tokens": 8})
     assert [p["sample"] for p in result["proposals"]] == [0, 1]
     assert result["answer"].strip()
+    # The run's max_tokens reaches the model strings it resolves (no provider is re-registered).
+    assert max(p["usage"]["output_tokens"] for p in result["proposals"]) == 8
 
 
 def test_mcp_lists_the_graphs_and_self_moa_answers(server):

@@ -25,8 +25,7 @@ from selfmoa.graphs import (
     parse_spec,
 )
 from selfmoa.graphs.spec import MoASpec
-from selfmoa.runtime import SpecError
-from selfmoa.runtime.errors import group_failures
+from selfmoa.runtime.errors import SpecError, group_failures
 from selfmoa.runtime.models import model_client
 
 

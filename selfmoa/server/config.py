@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from selfmoa.graphs import MoASpec, parse_spec
 from selfmoa.graphs.spec import one_line
-from selfmoa.runtime import SpecError
+from selfmoa.runtime.errors import SpecError
 
 __all__ = ["ServerConfig", "load_config"]
 

@@ -12,7 +12,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from selfmoa.graphs import MoASpec, create_from_spec, map_models, parse_spec
-from selfmoa.runtime import SpecError
+from selfmoa.runtime.errors import SpecError
 from selfmoa.runtime.models import model_client
 from selfmoa.server.config import ServerConfig
 from selfmoa.server.errors import _ApiError

@@ -13,8 +13,14 @@ import re
 from fastapi.responses import JSONResponse
 
 from selfmoa.local import LocalModelError
-from selfmoa.runtime import AggregationError, InputError, ModelResolutionError, ProposalsFailedError, SpecError
-from selfmoa.runtime.errors import describe_error
+from selfmoa.runtime.errors import (
+    AggregationError,
+    InputError,
+    ModelResolutionError,
+    ProposalsFailedError,
+    SpecError,
+    describe_error,
+)
 from selfmoa.runtime.secrets import redact
 
 logger = logging.getLogger("selfmoa.server")

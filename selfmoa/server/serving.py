@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from selfmoa.endpoints import is_loopback_host
 from selfmoa.graphs.spec import one_line
-from selfmoa.runtime import SpecError
+from selfmoa.runtime.errors import SpecError
 from selfmoa.server.app import create_app
 from selfmoa.server.config import ServerConfig, load_config
 from selfmoa.server.errors import _redact
