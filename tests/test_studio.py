@@ -207,14 +207,15 @@ def test_schemas_and_drawing(client, assistants, graph_id):
     assert "messages" in schemas["input_schema"]["properties"]
     assert {"answer", "proposals", "aggregations", "usage"} <= set(schemas["output_schema"]["properties"])
     context = schemas["context_schema"]["properties"]
-    assert {"samples", "window", "reserved", "temperature", "model", "aggregator", "prompt", "seed"} <= set(context)
+    assert {"samples", "window", "reserved", "temperature", "model", "aggregator", "prompt", "seed",
+            "max_tokens"} <= set(context)
 
     drawing = client.assistants.get_graph(assistant_id)
     nodes = {node["id"] for node in drawing["nodes"]}
-    assert {"prepare", "propose", "collect", "aggregate"} <= nodes, nodes
+    assert {"prepare", "propose", "collect", "aggregate", "finish"} <= nodes, nodes
     edges = {(e["source"], e["target"]) for e in drawing["edges"]}
     windowed = graph_id in ("self_moa_seq", "hybrid")  # hybrid.yaml aggregates through a window
-    assert {("propose", "collect"), ("aggregate", "collect" if windowed else "__end__")} <= edges
+    assert {("propose", "collect"), ("aggregate", "collect" if windowed else "finish"), ("finish", "__end__")} <= edges
 
 
 @pytest.mark.parametrize(
