@@ -26,8 +26,9 @@ from selfmoa.nodes import EnsembleContext, InputState, MoAState, OutputState, re
 from selfmoa.nodes.aggregate import make_aggregate
 from selfmoa.nodes.answers import answer_extractor
 from selfmoa.nodes.calls import node
+from selfmoa.nodes.finish import finish, make_escalate, route_finished
 from selfmoa.nodes.propose import make_propose
-from selfmoa.nodes.run import Setup, aprepare, collect, finish, prepare, route
+from selfmoa.nodes.run import Setup, aprepare, collect, prepare, route
 from selfmoa.nodes.state import Plan
 from selfmoa.runtime.models import ModelTable
 from selfmoa.runtime.policy import CallPolicy
@@ -67,7 +68,7 @@ def build_graph(spec: MoASpec) -> StateGraph[Any, Any, Any, Any]:
     graph.add_node("propose", make_propose(models, policy))
     graph.add_node("collect", node(partial(collect, setup=setup), name="collect"))
     graph.add_node("aggregate", make_aggregate(models, policy, answer_of))
-    graph.add_node("finish", node(finish, name="finish"))
+    graph.add_node("finish", node(partial(finish, setup=setup), name="finish"))
     router = node(route, name="route", trace=True)
     graph.add_edge(START, "prepare")
     graph.add_conditional_edges("prepare", router, ["propose"])
@@ -75,7 +76,14 @@ def build_graph(spec: MoASpec) -> StateGraph[Any, Any, Any, Any]:
     # A window step goes back to `collect`, which sets the phase: another step, or the end.
     graph.add_edge("aggregate", "collect" if spec.aggregator.window is not None else "finish")
     graph.add_conditional_edges("collect", router, ["propose", "aggregate", *(["review"] * spec.review), "finish"])
-    graph.add_edge("finish", END)
+    low = spec.low_agreement
+    if low is not None and low.escalate is not None:
+        # Escalation is a hybrid declared as data: its own ensemble, drawn as the `escalate` node.
+        graph.add_node("escalate", make_escalate(build_graph(low.escalate).compile(name="escalate")))
+        graph.add_conditional_edges("finish", node(route_finished, name="route_finished"), ["escalate", END])
+        graph.add_edge("escalate", END)
+    else:
+        graph.add_edge("finish", END)
     if spec.review:
         graph.add_node("review", review)
         graph.add_conditional_edges("review", router, ["aggregate"])

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import ValidationError
 from typing_extensions import TypedDict
 
-from selfmoa.graphs.spec import AggregatorSpec, MoASpec, ProposerSpec, one_line
+from selfmoa.graphs.spec import AdaptiveSpec, LowAgreementSpec, MoASpec, one_line
 from selfmoa.runtime.errors import SpecError
 from selfmoa.runtime.limiter import CallLimiter
 
@@ -17,13 +17,14 @@ class RunOptions(TypedDict, total=False):
     """Keyword options accepted by every factory: `MoASpec` fields, under their spec names.
 
     Their meaning, default and checks are the spec's (see `MoASpec` and `AggregatorSpec`);
-    `aggregator_temperature`, `mode` and `answer_of` are the aggregator's `temperature`,
-    `mode` and `answer_of`, given flat. tests/test_schema.py checks that every key here is
+    `aggregator_temperature`, `mode`, `order` and `answer_of` are the aggregator's
+    `temperature`, `mode`, `order` and `answer_of`, given flat. tests/test_schema.py checks that every key here is
     a spec field of the same type, so the two cannot drift apart.
     """
 
     aggregator_temperature: float | None
     mode: Literal["synthesize", "select", "vote"]
+    order: Literal["shuffled", "both", "given"]
     answer_of: str | Callable[[str], str | None] | None
     min_proposals: int
     max_attempts: int
@@ -36,9 +37,11 @@ class RunOptions(TypedDict, total=False):
     max_input_chars: int | None
     max_tokens: int | None
     limiter: CallLimiter | None
+    adaptive: AdaptiveSpec | None
+    low_agreement: LowAgreementSpec | None
 
 
-FLAT_AGGREGATOR = {"aggregator_temperature": "temperature", "mode": "mode", "answer_of": "answer_of"}
+FLAT_AGGREGATOR = {"aggregator_temperature": "temperature", "mode": "mode", "order": "order", "answer_of": "answer_of"}
 """Factory options that set a field of the spec's `aggregator`, and that field's name."""
 
 
@@ -72,19 +75,14 @@ def make_spec(
         raise SpecError(f"{factory}(): {_argument_error(exc) or one_line(exc, 'spec')}") from None
 
 
-# Where the factories' own count arguments sit in a spec.
-_ARGUMENTS = {
-    ("layers", 0, "proposers", 0, "samples"): ("samples", ProposerSpec),
-    ("aggregator", "window"): ("window", AggregatorSpec),
-    ("aggregator", "reserved"): ("reserved", AggregatorSpec),
-}
+# Where the factories' own arguments sit in a spec, for errors that name them as the caller wrote them.
+_ARGUMENTS = {"layers.0.proposers.0.samples": "samples", "aggregator.window": "window", "aggregator.reserved": "reserved"}
 
 
 def _argument_error(exc: ValidationError) -> str | None:
     for error in exc.errors(include_url=False):
-        if tuple(error["loc"]) in _ARGUMENTS:
-            name, owner = _ARGUMENTS[tuple(error["loc"])]
-            fields = owner.model_fields  # type: ignore[attr-defined]  # a pydantic model class
-            minimum = next(m.ge for m in fields[name].metadata if hasattr(m, "ge"))
+        name = _ARGUMENTS.get(".".join(map(str, error["loc"])))
+        if name is not None:
+            minimum = 2 if name == "window" else 1
             return f"{name} must be an integer of at least {minimum}, got {error['input']!r}"
     return None

@@ -30,7 +30,8 @@ def make_plan(spec: MoASpec, models: ModelTable) -> Plan:
     """
     with _TABLE_LOCK:
         labelled = map_models(spec, models.add)
-    plan = labelled.model_dump()
+    # The escalation ensemble is the graph's own `escalate` node, not part of the run's plan.
+    plan = labelled.model_dump(exclude={"low_agreement": {"escalate"}})
     if plan["aggregator"]["model"] is None:
         plan["aggregator"]["model"] = plan["layers"][-1]["proposers"][0]["model"]
     return plan

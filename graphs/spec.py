@@ -134,6 +134,11 @@ class AggregatorSpec(_Spec):
     """Window mode: stop drawing samples once P window steps in a row kept the answer of
     the step before (compared through `answer_of`); the answer is the latest synthesis.
     None: aggregate every sample."""
+    order: Literal["shuffled", "both", "given"] = "shuffled"
+    """`select`: how the candidates are shown to the judge, which tends to name the first one
+    whatever it says: in an order shuffled by the run's seed ("shuffled", recorded in the
+    aggregation's `order`), in two such orders keeping the candidate both name ("both"; when
+    they differ, the one whose short answer more samples share), or as drawn ("given")."""
     keep: Literal["all", "latest"] = "all"
     """What a run's `proposals` and `aggregations` hold in window mode: every call ("all"),
     or the latest batch and window step only ("latest"), so that the state and each
@@ -168,6 +173,43 @@ class AggregatorSpec(_Spec):
         return self
 
 
+class AdaptiveSpec(_Spec):
+    """Draw the last layer's samples a batch at a time, and stop once they agree.
+
+    After each batch, the short answers of the samples drawn so far (`aggregator.answer_of`)
+    are counted; drawing stops when the leading answer is `margin` ahead of the second, or
+    when every sample is drawn. The aggregation then runs in its mode over the samples
+    drawn. The rule equalled 6-sample voting with 21% and 41% fewer samples when replayed
+    on this project's eval records (rg-arithmetic 0.5B, GSM8K 1.5B); see docs/eval. In
+    YAML, `adaptive: true` takes the defaults.
+    """
+
+    batch: StrictInt = Field(default=2, ge=1)
+    """Samples drawn at a time, in parallel."""
+    margin: StrictInt = Field(default=2, ge=1)
+    """Stop once the leading short answer has this many more samples than the second."""
+    anchor: bool = False
+    """Draw the first sample greedily (temperature 0); it votes like any other."""
+
+
+class LowAgreementSpec(_Spec):
+    """What a run does when its samples agree less than `below` (see the run's `agreement`)."""
+
+    below: float = Field(ge=0, le=1)
+    """Act when the agreement's share is under this (a share of None, no sample agreeing, counts as 0)."""
+    action: Literal["answer", "abstain", "escalate"] = "answer"
+    """`answer` anyway; `abstain`: no answer, the reason in `abstained`, the samples kept;
+    `escalate`: run the `escalate` ensemble on the same conversation and answer with it."""
+    escalate: MoASpec | None = None
+    """The ensemble to escalate to (a stronger model, more samples, another mode)."""
+
+    @model_validator(mode="after")
+    def _check_escalate(self) -> LowAgreementSpec:
+        if (self.action == "escalate") != (self.escalate is not None):
+            raise ValueError("low_agreement: action 'escalate' needs an 'escalate' spec, and only it takes one")
+        return self
+
+
 class MoASpec(_Spec):
     """A whole ensemble.
 
@@ -199,7 +241,8 @@ class MoASpec(_Spec):
     timeout: float | None = Field(default=None, gt=0)
     """Seconds one model call may take."""
     prompt: str = AGGREGATE_PROMPT
-    """Aggregation prompt; must contain the `{references}` placeholder."""
+    """Aggregation prompt; `{references}` is replaced by the numbered responses (the only
+    placeholder: other braces are text, nothing is formatted)."""
     max_reference_chars: StrictInt | None = Field(default=24_000, ge=100)
     """Most characters of references (proposals, or synthesis and samples in a window)
     one call sees in all; longer references are trimmed to fit, with a warning in the
@@ -215,25 +258,31 @@ class MoASpec(_Spec):
     """Pause before the final aggregation (LangGraph `interrupt`) so a caller can inspect,
     edit or drop proposals, then resume with `Command(resume=...)`. Needs a checkpointer
     and one-shot aggregation."""
+    adaptive: AdaptiveSpec | None = None
+    """Stop drawing samples once they agree (see `AdaptiveSpec`); None: draw every sample.
+    One-shot aggregation only (Self-MoA-Seq stops early with `patience`)."""
+    low_agreement: LowAgreementSpec | None = None
+    """Answer, abstain or escalate when the samples agree less than a threshold; None: answer."""
+
+    @field_validator("adaptive", mode="before")
+    @classmethod
+    def _adaptive_flag(cls, value: Any) -> Any:
+        return {} if value is True else (None if value is False else value)
 
     @field_validator("prompt")
     @classmethod
     def _check_prompt(cls, value: str) -> str:
-        try:
-            value.format(references="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"prompt may use only the {{references}} placeholder (double other braces), got error {exc!r}"
-            ) from None
         if "{references}" not in value:
             raise ValueError("prompt must contain the {references} placeholder where the numbered responses go")
         return value
 
     @model_validator(mode="after")
-    def _check_review(self) -> MoASpec:
-        if self.review and self.aggregator.window is not None:
+    def _check_one_shot(self) -> MoASpec:
+        if self.aggregator.window is not None and (self.review or self.adaptive):
+            option = "review" if self.review else "adaptive"
             raise ValueError(
-                "review works with one-shot aggregation only; remove aggregator.window or set review to false"
+                f"{option} works with one-shot aggregation only; remove aggregator.window or drop {option}"
+                + (" (a sliding window stops early with aggregator.patience)" if option == "adaptive" else "")
             )
         return self
 
@@ -349,3 +398,6 @@ def map_models(spec: MoASpec, fn: Callable[[Any], Any]) -> MoASpec:
     if aggregator.model is not None:
         aggregator = aggregator.model_copy(update={"model": fn(aggregator.model)})
     return spec.model_copy(update={"layers": layers, "aggregator": aggregator})
+
+
+LowAgreementSpec.model_rebuild()

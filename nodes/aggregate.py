@@ -24,6 +24,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from selfmoa.nodes.answers import AnswerOf, normalized, vote
 from selfmoa.nodes.calls import call_config, node, sampling_kwargs, trim_references, with_references
+from selfmoa.nodes.select import settle_picks, shown_orders
 from selfmoa.nodes.state import AggregateTask, Aggregation, Synthesis
 from selfmoa.prompts import SELECT_ASK, SELECT_PROMPT, SELECT_RETRY, parse_choice
 from selfmoa.runtime.errors import AggregationError, describe_error
@@ -56,18 +57,17 @@ class _Call:
         self.model = None if voting else models.get(self.label, task["max_tokens"])
         limit = task["max_reference_chars"]
         self.warning: str | None = None
-        trimmed = self.responses
+        self.trimmed = self.responses
         if not voting:
-            trimmed, self.warning = trim_references(self.responses, names, limit)
-        self.messages = with_references(task["messages"], trimmed, SELECT_PROMPT if self.mode == "select" else task["prompt"])
-        if self.mode == "select":  # asked last, so that the model chooses rather than answers the question
-            self.messages.append(HumanMessage(SELECT_ASK.format(count=len(self.responses))))
+            self.trimmed, self.warning = trim_references(self.responses, names, limit)
+        self.messages = with_references(task["messages"], self.trimmed, task["prompt"])
         # Only a synthesis streams: a select reply is a number, not the answer.
         final = task["final"] and self.mode == "synthesize"
         self.config = call_config(config, role="aggregator", final=final, model=self.label, step=task["step"])
         self.kwargs = sampling_kwargs(task["temperature"], task["seed"])
         self.usage: TokenUsage = zero_tokens()
         self.message: AIMessage | None = None
+        self.said = ""  # the last judge reply that named no candidate
 
     def steps(self) -> _Steps:
         if self.mode == "vote":
@@ -76,18 +76,40 @@ class _Call:
                 return 0, self.responses[0], {"votes": {}}, "no candidate had an answer to vote on; kept candidate 1"
             return chosen, self.responses[chosen], {"votes": votes}, None
         if self.mode == "select":
-            messages, count = list(self.messages), len(self.responses)
-            for _ in range(1 + SELECT_REASKS):
-                reply = yield messages
-                chosen = parse_choice(text_of(reply), count)
-                if chosen is not None:
-                    return chosen, self.responses[chosen], {}, None
-                messages += [AIMessage(text_of(reply)), HumanMessage(SELECT_RETRY.format(count=count))]
-            said = " ".join(text_of(reply).split())[:80]
-            return 0, self.responses[0], {}, f"the select reply named no candidate ({said!r}); kept candidate 1"
+            return (yield from self._select())
         reply = yield self.messages
         self.message = reply
         return None, text_of(reply), {}, None
+
+    def _select(self) -> _Steps:
+        """Ask the judge in each shown order (one, or two with order "both"), then settle its picks."""
+        task = self.task
+        key = f"{task['seed']}|{task['step']}|{task['messages'][-1].text if task['messages'] else ''}"
+        orders = shown_orders(len(self.responses), task["order"], key)
+        picks: list[int | None] = []
+        for shown in orders:
+            picks.append((yield from self._judge(shown)))
+        extra = {"order": [[self.sources[i] for i in shown] for shown in orders],
+                 "picks": [None if p is None else self.sources[p] for p in picks]}
+        named = [p for p in picks if p is not None]
+        if not named:
+            return 0, self.responses[0], extra, f"the select reply named no candidate ({self.said!r}); kept candidate 1"
+        chosen = settle_picks(named, self.responses, self.answer_of)
+        return chosen, self.responses[chosen], extra, None
+
+    def _judge(self, shown: list[int]) -> Generator[list[BaseMessage], AIMessage, int | None]:
+        """One judge call over the candidates in the order `shown`, re-asked once if it names none."""
+        count = len(shown)
+        messages = with_references(self.task["messages"], [self.trimmed[i] for i in shown], SELECT_PROMPT)
+        messages.append(HumanMessage(SELECT_ASK.format(count=count)))  # last, so that it chooses, not answers
+        for _ in range(1 + SELECT_REASKS):
+            reply = yield messages
+            choice = parse_choice(text_of(reply), count)
+            if choice is not None:
+                return shown[choice]
+            messages += [AIMessage(text_of(reply)), HumanMessage(SELECT_RETRY.format(count=count))]
+        self.said = " ".join(text_of(reply).split())[:80]
+        return None
 
     def invoke(self) -> dict:
         steps = self.steps()
@@ -155,7 +177,7 @@ class _Call:
             latency=round(time.perf_counter() - self.started, 6),
             mode=self.mode,
         )
-        record.update(extra)  # type: ignore[typeddict-item]  # chosen, votes
+        record.update(extra)  # type: ignore[typeddict-item]  # chosen, votes, order, picks
         synthesis = Synthesis(
             text=text,
             id=message.id,

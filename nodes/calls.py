@@ -28,7 +28,9 @@ def with_references(messages: Sequence[AnyMessage], references: Sequence[str], p
     A leading system message of the caller is kept and the aggregation prompt appended to
     it, since several providers accept only one system message.
     """
-    system = prompt.format(references=format_references(references))
+    # Substituted, not formatted: a format spec in a user's prompt ("{references:>2500000000}",
+    # "{references.__class__}") is text here, never a way to exhaust memory or reach attributes.
+    system = prompt.replace("{references}", format_references(references))
     msgs = list(messages)
     if msgs and isinstance(msgs[0], SystemMessage):
         return [SystemMessage(f"{msgs[0].text}\n\n{system}"), *msgs[1:]]

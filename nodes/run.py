@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import get_runtime
 from langgraph.types import Overwrite, Send
 
+from selfmoa.nodes.agreement import adaptive_batches, count_answers, lead
 from selfmoa.nodes.answers import AnswerOf
 from selfmoa.nodes.calls import trim_references
 from selfmoa.nodes.schedule import window_schedule
@@ -113,13 +112,16 @@ def collect(state: MoAState, *, setup: Setup) -> dict:
     update = _take_in(state, pending, ok)
     if layer < len(plan["layers"]):
         return {**update, **_next_layer(plan, layer, pending, ok)}
+    # The last layer's samples are counted as they come, whatever `proposals` keeps: the
+    # quorum of a window, the adaptive rule and the run's agreement read this tally.
+    before = state.get("tally") or Tally(succeeded=0, failed=0, answers={})
+    update["tally"] = Tally(
+        succeeded=before["succeeded"] + len(ok),
+        failed=before["failed"] + len(pending) - len(ok),
+        answers=count_answers(before["answers"], [p["text"] for p in ok], setup.answer_of),
+    )
     if plan["aggregator"]["window"] is None:
-        # The proposals are in and the quorum holds: the one aggregation step writes the answer.
-        _layer_done(plan, layer, pending, ok)
-        return {**update, "batch": 1, "phase": "review" if setup.review else "aggregate"}
-    # A window's quorum counts every batch, whatever `proposals` keeps: a running tally.
-    before = state.get("tally") or Tally(succeeded=0, failed=0)
-    update["tally"] = Tally(succeeded=before["succeeded"] + len(ok), failed=before["failed"] + len(pending) - len(ok))
+        return {**update, **_next_batch(state, setup, update["tally"])}
     return {**update, **_next_window(state, setup, pending, ok)}
 
 
@@ -143,21 +145,38 @@ def _take_in(state: MoAState, pending: list[Proposal], ok: list[Proposal]) -> di
     return update
 
 
-def _layer_done(plan: Plan, layer: int, pending: list[Proposal], ok: list[Proposal]) -> None:
-    get_stream_writer()(
-        {"selfmoa": "layer", "layer": layer, "succeeded": len(ok), "failed": len(pending) - len(ok)}
-    )
-    if len(ok) < plan["min_proposals"]:
-        raise _quorum_error(pending, layer, len(ok), len(pending) - len(ok), plan["min_proposals"])
+def _layer_done(plan: Plan, layer: int, records: list[Proposal], succeeded: int, failed: int) -> None:
+    get_stream_writer()({"selfmoa": "layer", "layer": layer, "succeeded": succeeded, "failed": failed})
+    if succeeded < plan["min_proposals"]:
+        raise _quorum_error(records, layer, succeeded, failed, plan["min_proposals"])
 
 
 def _next_layer(plan: Plan, layer: int, pending: list[Proposal], ok: list[Proposal]) -> dict:
-    _layer_done(plan, layer, pending, ok)
+    _layer_done(plan, layer, pending, len(ok), len(pending) - len(ok))
     # The next layer's proposers all see these references; the aggregators trim their own.
     names = [f"layer {layer} sample {p['sample']}" for p in ok]
     references, warning = trim_references([p["text"] for p in ok], names, plan["max_reference_chars"])
     update = {"references": references, "layer": layer + 1, "phase": "propose"}
     return {**update, **({"warnings": [warning]} if warning else {})}
+
+
+def _next_batch(state: MoAState, setup: Setup, tally: Tally) -> dict:
+    """After a batch of the last layer (one-shot): draw the next one, or aggregate every sample drawn.
+
+    Without adaptive sampling there is one batch. With it, drawing stops once the leading
+    short answer is `margin` ahead of the second (`selfmoa.nodes.agreement`).
+    """
+    plan, layer, drawn = state["plan"], len(state["plan"]["layers"]), state.get("batch", 0) + 1
+    batches, adaptive = _batches(plan), plan["adaptive"]
+    if drawn < len(batches) and not (adaptive and lead(tally["answers"]) >= adaptive["margin"]):
+        get_stream_writer()({"selfmoa": "batch", "drawn": tally["succeeded"] + tally["failed"], "answers": tally["answers"]})
+        # The previous layer's answers stay the references of the next batch's proposers.
+        return {"batch": drawn, "phase": "propose", "references": state.get("references", []) if layer > 1 else []}
+    last = sorted((p for p in state["proposals"] if p["layer"] == layer), key=lambda p: p["sample"])
+    _layer_done(plan, layer, last, tally["succeeded"], tally["failed"])
+    ok = [p for p in last if p["error"] is None]
+    return {"batch": len(batches), "references": [p["text"] for p in ok], "reference_ids": [p["sample"] for p in ok],
+            "phase": "review" if setup.review else "aggregate"}
 
 
 def _next_window(state: MoAState, setup: Setup, pending: list[Proposal], ok: list[Proposal]) -> dict:
@@ -178,47 +197,6 @@ def _settled(plan: Plan, settle: Settle) -> bool:
     return patience is not None and settle["streak"] >= patience
 
 
-def finish(state: MoAState) -> dict:
-    """Write the run's answer: the last synthesis, as the conversation's next message.
-
-    The one place a run ends. A sliding window also says why it stopped (`stopped`) and
-    which calls that saved (`saved`), and checks its quorum over every batch.
-    """
-    plan, synthesis = state["plan"], state.get("synthesis")
-    update: dict[str, Any] = {"phase": "finish"}
-    if plan["aggregator"]["window"] is not None:
-        tally = state.get("tally") or Tally(succeeded=0, failed=0)
-        if tally["succeeded"] < plan["min_proposals"] or synthesis is None:
-            last = [p for p in state.get("proposals", []) if p["layer"] == len(plan["layers"])]
-            raise _quorum_error(last, len(plan["layers"]), tally["succeeded"], tally["failed"], plan["min_proposals"])
-        update.update(_stop(state))
-    assert synthesis is not None  # a one-shot run reaches `finish` only from its aggregation step
-    message = AIMessage(
-        synthesis["text"],
-        id=synthesis["id"],  # the id of the call that streamed it: `stream_mode="messages"` shows it once
-        usage_metadata=synthesis["usage_metadata"],  # type: ignore[arg-type]
-        response_metadata=synthesis.get("response_metadata", {}),
-    )
-    return {**update, "answer": synthesis["text"], "messages": [message]}
-
-
-def _stop(state: MoAState) -> dict:
-    """Why a sliding-window run ends here, and the calls it did not make.
-
-    The batch in flight was drawn but is not aggregated when the run stops early; every
-    later batch, and each window step it would have needed, is saved.
-    """
-    batches, batch = _batches(state["plan"]), state.get("batch", 0)
-    settle = state.get("settle") or Settle(step=-1, answer=None, streak=0)
-    if batch >= len(batches) or not _settled(state["plan"], settle):
-        return {"stopped": "samples", "saved": {"proposals": 0, "aggregations": 0}}
-    drawn = sum(len(b) for b in batches[: batch + 1])
-    saved = {"proposals": sum(len(b) for b in batches) - drawn, "aggregations": len(batches) - batch}
-    get_stream_writer()({"selfmoa": "stopped", "stopped": "settled", "saved": saved,
-                         "steps": settle["step"] + 1, "streak": settle["streak"]})
-    return {"stopped": "settled", "saved": saved}
-
-
 def route(state: MoAState) -> list[Send] | str:
     """What runs next, as the run's `phase` says: proposals, an aggregation step, `review` or `finish`."""
     phase: Phase = state["phase"]
@@ -229,7 +207,7 @@ def route(state: MoAState) -> list[Send] | str:
         return [send for i in state["missing"] for send in _proposals(state, plan, layer, range(i, i + 1))]
     batches = _layer_batches(plan, layer)
     if phase == "propose":
-        return _proposals(state, plan, layer, batches[0])
+        return _proposals(state, plan, layer, batches[batch])
     sends = [_aggregate(state, plan, batch, len(batches))] if state.get("references") else []
     if batch < len(batches):
         sends += _proposals(state, plan, layer, batches[batch])
@@ -250,13 +228,14 @@ def _aggregate(state: MoAState, plan: Plan, batch: int, batches: int) -> Send:
         prompt=plan["prompt"],
         max_reference_chars=plan["max_reference_chars"],
         max_tokens=plan["max_tokens"],
-        step=batch - 1,
+        order=aggregator["order"],
+        step=batch - 1 if windowed else 0,
         sample_ids=state["reference_ids"],
         reserved=len(copies),
         responses=copies + state["references"],
         carried=synthesis.get("chosen") if copies and synthesis is not None else None,
         messages=state["messages"],
-        final=batch == batches,
+        final=not windowed or batch == batches,
     )
     return Send("aggregate", task)
 
@@ -274,8 +253,10 @@ def _layer_batches(plan: Plan, layer: int) -> list[range]:
 
 
 def _batches(plan: Plan) -> list[range]:
-    """Sample indices of the last layer, per batch: one batch unless a window slides."""
+    """Sample indices of the last layer, per batch: one batch unless a window slides or sampling adapts."""
     size, aggregator = _size(plan["layers"][-1]), plan["aggregator"]
+    if plan["adaptive"]:
+        return adaptive_batches(size, plan["adaptive"]["batch"])
     if aggregator["window"] is None:
         return [range(size)]
     return window_schedule(size, aggregator["window"], aggregator["reserved"])
@@ -288,12 +269,14 @@ def _size(layer: dict) -> int:
 def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[Send]:
     references = state.get("references", []) if layer > 1 else []
     sends = []
+    anchored = layer == len(plan["layers"]) and bool(plan["adaptive"] and plan["adaptive"]["anchor"])
     for first, n, proposer, seed in _requests(plan, layer, indices):
+        temperature = plan["temperature"] if proposer["temperature"] is None else proposer["temperature"]
         task = ProposeTask(
             layer=layer,
             sample=first,
             model=proposer["model"],
-            temperature=plan["temperature"] if proposer["temperature"] is None else proposer["temperature"],
+            temperature=0.0 if anchored and first == 0 and n == 1 else temperature,
             seed=seed,
             max_tokens=plan["max_tokens"],
             n=n,

@@ -60,6 +60,11 @@ class Aggregation(TypedDict):
     running synthesis was kept)."""
     votes: NotRequired[dict[str, int]]
     """`vote`: how many samples gave each extracted answer, in first-seen order."""
+    order: NotRequired[list[list[int | None]]]
+    """`select`: the candidates' samples in the order each judge call saw them (None: a
+    copy of the carried synthesis), so a run is reproducible and positions can be counted."""
+    picks: NotRequired[list[int | None]]
+    """`select`: the sample each judge call named (two with order "both")."""
 
 
 Plan = dict[str, Any]
@@ -68,16 +73,33 @@ dump (`MoASpec.model_dump()`), each model replaced by its label in the graph's `
 and the aggregator's model filled in. Fixed by `prepare`; the same field names as the spec,
 and `MoASpec.model_validate(plan)` gives the spec back (tests/test_schema.py)."""
 
-Phase = Literal["propose", "aggregate", "review", "finish"]
+Phase = Literal["propose", "aggregate", "review", "finish", "escalate", "done"]
 """What the run does next, set by the node before each router: draw proposals; an aggregation
-step (a sliding window draws its next batch meanwhile); the optional review; write the answer."""
+step (a sliding window draws its next batch meanwhile); the optional review; write the answer;
+hand the run to the escalation (`low_agreement`); nothing (the run has ended)."""
 
 
 class Tally(TypedDict):
-    """Proposals of the last layer so far (sliding-window mode), whatever `proposals` keeps."""
+    """Proposals of the last layer so far, whatever `proposals` keeps (a window may keep the latest)."""
 
     succeeded: int
     failed: int
+    answers: dict[str, int]
+    """How many successful samples gave each short answer (`answer_of`), in first-seen order."""
+
+
+class Agreement(TypedDict):
+    """How far the samples agree with the answer: a confidence whose calibration depends on the
+    model and task (the eval measures it)."""
+
+    share: float | None
+    """Fraction of the successful samples whose short answer is the answer's (None: it matches none)."""
+    answer: str | None
+    """The answer's short answer (`answer_of`): for `synthesize` the synthesis's own."""
+    counts: dict[str, int]
+    """Successful samples per short answer, most first."""
+    samples: int
+    """Successful samples it rests on."""
 
 
 @dataclass(init=False)
@@ -197,6 +219,7 @@ class AggregateTask(TypedDict):
     prompt: str
     max_reference_chars: int | None
     max_tokens: int | None
+    order: Literal["shuffled", "both", "given"]
     step: int
     sample_ids: list[int]
     """Sample indices of the new responses (those after the reserved copies)."""
@@ -226,12 +249,19 @@ class OutputState(TypedDict):
     (with `keep="latest"`: the latest batch only)."""
     aggregations: Annotated[list[Aggregation], operator.add]
     """Every aggregator call (with `keep="latest"`: the latest window step only)."""
-    stopped: NotRequired[Literal["settled", "samples"] | None]
-    """Sliding-window runs: "settled" when `patience` stopped the run early, "samples" when
-    every sample was aggregated."""
+    agreement: NotRequired[Agreement | None]
+    """Runs that drew two samples or more: how far they agree with the answer."""
+    stopped: NotRequired[Literal["settled", "agreed", "samples"] | None]
+    """Sliding-window and adaptive runs: "settled" when `patience` stopped a window early,
+    "agreed" when adaptive sampling stopped drawing, "samples" when every sample was drawn."""
     saved: NotRequired[dict[str, int] | None]
-    """Sliding-window runs: the `proposals` and `aggregations` (calls) not made because the
-    run stopped early."""
+    """Sliding-window and adaptive runs: the `proposals` and `aggregations` (calls) not made
+    because the run stopped early."""
+    abstained: NotRequired[str | None]
+    """Why the run gave no answer (`low_agreement` with action "abstain"), or None."""
+    escalated: NotRequired[dict[str, Any] | None]
+    """`low_agreement` with action "escalate": the agreement that escalated and the escalation's
+    own proposals and aggregations (its usage is in `usage`), or None."""
     usage: Annotated[UsageSummary, add_usage]
     warnings: Annotated[list[str], operator.add]
 
@@ -276,7 +306,10 @@ def new_run() -> dict[str, Any]:
         "references": [],
         "reference_ids": [],
         "synthesis": None,
-        "tally": Tally(succeeded=0, failed=0),
+        "tally": Tally(succeeded=0, failed=0, answers={}),
+        "agreement": None,
+        "abstained": None,
+        "escalated": None,
         "settle": None,
         "layer": 1,
         "batch": 0,

@@ -41,7 +41,7 @@ def answers(*texts: str, select: str | list[str] = "Response 2") -> FakeChatMode
 
 def test_select_returns_the_chosen_candidate_verbatim_with_its_call_counted():
     model = answers("It is 41.", "6*7 = 42\nAnswer: 42", "Answer: 40")
-    result = create_self_moa(model, samples=3, mode="select").compile().invoke(ask())
+    result = create_self_moa(model, samples=3, mode="select", order="given").compile().invoke(ask())
     assert result["answer"] == "6*7 = 42\nAnswer: 42"
     assert result["messages"][-1].content == result["answer"]
     record = result["aggregations"][0]
@@ -57,7 +57,7 @@ def test_select_returns_the_chosen_candidate_verbatim_with_its_call_counted():
 
 def test_select_retries_an_unusable_reply_with_a_reminder_then_falls_back_with_a_warning():
     model = answers("a", "b", "c", select=["I prefer the seventh", "Response 3"])
-    result = create_self_moa(model, samples=3, mode="select").compile().invoke(ask())
+    result = create_self_moa(model, samples=3, mode="select", order="given").compile().invoke(ask())
     assert result["answer"] == "c" and result["aggregations"][0]["chosen"] == 2
     retry = [c for c in model.calls if c.role == "aggregator"][1]
     assert retry.messages[-2].content == "I prefer the seventh" and "from 1 to 3" in retry.messages[-1].content
@@ -67,7 +67,7 @@ def test_select_retries_an_unusable_reply_with_a_reminder_then_falls_back_with_a
     # whatever max_attempts is (it used to be max_attempts asks, so 1 dropped the reminder).
     for attempts in (1, 3):
         out_of_range = answers("a", "b", "c", select="Response 9")
-        result = create_self_moa(out_of_range, samples=3, mode="select", max_attempts=attempts).compile().invoke(ask())
+        result = create_self_moa(out_of_range, samples=3, mode="select", max_attempts=attempts, order="given").compile().invoke(ask())
         assert result["answer"] == "a" and result["aggregations"][0]["chosen"] == 0
         assert len([c for c in out_of_range.calls if c.role == "aggregator"]) == 1 + SELECT_REASKS == 2
         assert result["warnings"] == ["aggregation step 0: the select reply named no candidate ('Response 9'); kept candidate 1"]
@@ -75,7 +75,7 @@ def test_select_retries_an_unusable_reply_with_a_reminder_then_falls_back_with_a
 
 def test_select_streams_the_answer_not_the_choice():
     model = answers("first", "second answer", "third")
-    graph = create_self_moa(model, samples=3, mode="select").compile()
+    graph = create_self_moa(model, samples=3, mode="select", order="given").compile()
     chunks = [message.content for message, _ in graph.stream(ask(), stream_mode="messages")]
     assert chunks == ["second answer"]
 
@@ -83,7 +83,7 @@ def test_select_streams_the_answer_not_the_choice():
 def test_select_skips_failed_samples_and_names_the_real_sample_index():
     model = answers("zero", "one", "two", "three", select="Response 2")
     model.fail_samples = frozenset({1})
-    result = create_self_moa(model, samples=4, mode="select", max_attempts=1).compile().invoke(ask())
+    result = create_self_moa(model, samples=4, mode="select", max_attempts=1, order="given").compile().invoke(ask())
     assert result["aggregations"][0]["sample_ids"] == [0, 2, 3]
     assert result["answer"] == "two" and result["aggregations"][0]["chosen"] == 2
 
@@ -124,7 +124,7 @@ def test_vote_streams_the_answer_and_runs_under_ainvoke():
     graph = create_self_moa(model, samples=3, mode="vote", answer_of="number").compile()
     assert [m.content for m, _ in graph.stream(ask(), stream_mode="messages")] == ["Answer: 8"]
     assert asyncio.run(graph.ainvoke(ask()))["answer"] == "Answer: 8"
-    select = create_self_moa(answers("7", "Answer: 8", "8"), samples=3, mode="select").compile()
+    select = create_self_moa(answers("7", "Answer: 8", "8"), samples=3, mode="select", order="given").compile()
     assert asyncio.run(select.ainvoke(ask()))["answer"] == "Answer: 8"
 
 
@@ -187,7 +187,7 @@ def test_select_in_a_window_carries_the_chosen_candidate_as_the_synthesis():
             return "Response 2" if "sample 0" in call.prompt else "Response 1"
         return texts[call.sample]
 
-    result = create_self_moa_seq(FakeChatModel(reply=reply), samples=8, window=4, reserved=2, mode="select").compile().invoke(ask())
+    result = create_self_moa_seq(FakeChatModel(reply=reply), samples=8, window=4, reserved=2, mode="select", order="given").compile().invoke(ask())
     steps = result["aggregations"]
     assert [s["sample_ids"] for s in steps] == [[0, 1, 2, 3], [4, 5], [6, 7]]
     assert [s["chosen"] for s in steps] == [1, 1, 1] and result["answer"] == "sample 1"
@@ -203,7 +203,7 @@ def test_select_in_a_window_can_switch_to_a_new_sample():
         return texts[call.sample]
 
     model = FakeChatModel(reply=reply)
-    graph = create_self_moa_seq(model, samples=6, window=4, reserved=2, mode="select").compile()
+    graph = create_self_moa_seq(model, samples=6, window=4, reserved=2, mode="select", order="given").compile()
     result = graph.invoke(ask())
     assert [s["chosen"] for s in result["aggregations"]] == [0, 5] and result["answer"] == "sample 5"
     second = [c for c in model.calls if c.role == "aggregator"][1]
@@ -217,7 +217,7 @@ def test_select_in_a_window_can_switch_to_a_new_sample():
 def test_select_resumes_from_a_checkpoint_without_redrawing_samples():
     model = answers("a", "b", "c", select="Response 3")
     model.fail_roles = frozenset({"aggregator"})
-    graph = create_self_moa(model, samples=3, mode="select", max_attempts=1).compile(checkpointer=InMemorySaver())
+    graph = create_self_moa(model, samples=3, mode="select", max_attempts=1, order="given").compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t"}}
     with pytest.raises(AggregationError, match="invoke the same thread again to resume"):
         graph.invoke(ask(), config)

@@ -54,7 +54,6 @@ API = [
     (lambda: create_self_moa(FM, max_reference_chars=10), "'max_reference_chars': Input should be greater than"),
     (lambda: create_self_moa(FM, limiter=64), "'limiter': Input should be an instance of CallLimiter"),
     (lambda: create_self_moa(FM, min_proposals=0), "'min_proposals': Input should be greater than or equal to 1"),
-    (lambda: create_self_moa(FM, prompt="{references} and {0}"), "only the {references} placeholder"),
     (lambda: create_self_moa(FM, prompt=""), "prompt must contain the {references} placeholder"),
     (lambda: create_self_moa(""), "a model must be a model string like 'openai:gpt-4o-mini'"),
     (lambda: create_self_moa(None), "'layers.0.proposers.0.model': a model must be a model string"),
@@ -77,7 +76,7 @@ SPECS = [
     ({"layers": [[{"samples": 2}]]}, "spec is missing the required key 'layers.0.proposers.0.model'"),
     ({"layers": [["a"]], "aggregator": {"window": 1}}, "'aggregator.window': Input should be greater than"),
     ({"layers": [["a"]], "aggregator": {"reserved": 0}}, "'aggregator.reserved': Input should be greater than"),
-    ({"layers": [["a"]], "aggregator": {"window": 6}, "review": True}, "remove aggregator.window or set review to false"),
+    ({"layers": [["a"]], "aggregator": {"window": 6}, "review": True}, "remove aggregator.window or drop review"),
     ({"layers": [["a"]], "aggregator": {"modle": "a"}}, "unknown key 'aggregator.modle' in spec"),
     ({"layers": [["a"]], "limiter": 5}, "'limiter': Input should be an instance of CallLimiter"),
     ({"layers": [[{"model": "a", "temperature": -2}]]}, "'layers.0.proposers.0.temperature'"),
@@ -321,3 +320,15 @@ def test_the_server_applies_max_input_chars_and_the_models_contexts():
     with app_client(max_input_chars=50) as client:
         response = client.post(URL, json={"model": "team", "messages": [{"role": "user", "content": "z" * 51}]})
     assert response.status_code == 400 and "51 chars against max_input_chars=50" in response.json()["error"]["message"]
+
+
+def test_prompts_are_substituted_not_formatted():
+    # A format spec from a spec file or a run context is text: it can neither exhaust memory
+    # ("{references:>2500000000}") nor reach attributes ("{references.__class__}").
+    model = FakeChatModel()
+    hostile = "Merge:\n{references}\n{references:>2500000000} {references.__class__} {0} {{x}}"
+    graph = create_self_moa(model, samples=2, prompt=hostile).compile()
+    graph.invoke(ask(), context={"prompt": hostile})
+    (system,) = [c.messages[0].text for c in model.calls if c.role == "aggregator"]
+    assert system.endswith("\n{references:>2500000000} {references.__class__} {0} {{x}}") and len(system) < 2_000
+    assert system.count("[Response ") == 2  # the numbered responses went where {references} was

@@ -94,7 +94,7 @@ def test_patience_with_keep_latest_select_and_ainvoke():
         return "Response 1"  # select keeps the carried synthesis: settled at once
 
     fake = model(choose)
-    result, _ = run(fake, patience=2, mode="select")
+    result, _ = run(fake, patience=2, mode="select", order="given")
     assert result["stopped"] == "settled" and result["answer"] == "sample 0"
     graph = create_self_moa_seq(model(), samples=N, window=W, reserved=R, patience=2).compile()
     out = asyncio.run(graph.ainvoke(ask()))

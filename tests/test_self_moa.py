@@ -38,7 +38,12 @@ def test_output_messages_end_with_the_answer(fake):
     out = create_self_moa(fake, samples=2).compile().invoke(ask())
     assert [type(m) for m in out["messages"]] == [HumanMessage, AIMessage]
     assert out["messages"][-1].text == out["answer"]
-    assert set(out) == {"messages", "answer", "proposals", "aggregations", "usage", "warnings"}
+    assert set(out) == {"messages", "answer", "proposals", "aggregations", "usage", "warnings", "agreement",
+                        "abstained", "escalated"}
+    # Two samples, each its own whole reply: they agree with the synthesis on nothing.
+    assert out["agreement"] == {"share": None, "answer": " ".join(out["answer"].split()).casefold(),
+                                "counts": {" ".join(p["text"].split()).casefold(): 1 for p in out["proposals"]},
+                                "samples": 2}
 
 
 def test_usage_is_the_sum_of_each_call(fake):
@@ -146,7 +151,8 @@ def test_custom_events_mark_layer_boundaries():
     events = [
         e for e in create_self_moa(model, samples=3, retry_delay=0).compile().stream(ask(), stream_mode="custom")
     ]
-    assert events == [{"selfmoa": "layer", "layer": 1, "succeeded": 2, "failed": 1}]
+    assert events[0] == {"selfmoa": "layer", "layer": 1, "succeeded": 2, "failed": 1}
+    assert [e["selfmoa"] for e in events] == ["layer", "agreement"] and events[1]["samples"] == 2
 
 
 def test_model_string_is_resolved_lazily_via_registered_provider(providers):

@@ -104,7 +104,6 @@ def test_multi_layer_then_sliding_window():
         ({"layers": [["specfake:A"]], "aggregator": {"mode": "sequential"}}, "'synthesize', 'select' or 'vote'"),
         ({"layers": [["specfake:A"]], "min_proposals": 2}, "exceeds the 1 proposals of layer 1"),
         ({"layers": [["specfake:A"]], "prompt": "no placeholder"}, "{references} placeholder"),
-        ({"layers": [["specfake:A"]], "prompt": "{references} {other}"}, "only the {references} placeholder"),
         ({"layers": [["specfake:A"]], "temperature": -1}, "temperature"),
         (["specfake:A"], "spec must be a MoASpec, a dict or a path"),
     ],
