@@ -322,21 +322,16 @@ def parse_spec(spec: MoASpec | dict | str | Path) -> MoASpec:
 def load_spec_file(path: str | Path) -> dict:
     """Read a spec file (`.yaml`, `.yml` or `.json`) into a dict."""
     path = Path(path)
+    json_file = path.suffix.lower() == ".json"
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read spec file {str(path)!r}: {exc.strerror or exc}; check the path") from None
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except ValueError as exc:
-        where = str(exc).strip().splitlines()[0]
-        raise SpecError(f"spec file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'YAML'}: {where}") from None
-    except yaml.YAMLError as exc:
-        where = " ".join(str(exc).split())
-        raise SpecError(f"spec file {str(path)!r} is not valid YAML: {where}") from None
+        data = json.loads(text) if json_file else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as exc:  # before ValueError: a UnicodeDecodeError is one
+        reason = getattr(exc, "strerror", None) or exc
+        raise SpecError(f"cannot read spec file {str(path)!r}: {reason}; check the path (a UTF-8 text file)") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        where = " ".join(str(exc).split())[:300]
+        raise SpecError(f"spec file {str(path)!r} is not valid {'json' if json_file else 'YAML'}: {where}") from None
     if not isinstance(data, dict):
         raise SpecError(f"spec file {str(path)!r} must hold a mapping with a 'layers' key, got {type(data).__name__}")
     return data

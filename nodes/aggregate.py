@@ -14,9 +14,10 @@ The text becomes the run's `synthesis`; `finish` makes the last one the answer.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -130,29 +131,26 @@ class _Call:
             return self._result(*done.value)
 
     def _ask(self, messages: list[BaseMessage]) -> AIMessage:
-        try:
-            reply = self.policy.invoke(self.model, messages, self.config, **self.kwargs)  # type: ignore[arg-type]
-        except Exception as exc:  # noqa: BLE001 - re-raised with the way to resume
-            raise self._error(exc) from exc
-        return self._count(reply)
+        with self._counted():
+            self.reply = self.policy.invoke(self.model, messages, self.config, **self.kwargs)  # type: ignore[arg-type]
+        return self.reply
 
     async def _aask(self, messages: list[BaseMessage]) -> AIMessage:
-        call: Awaitable[AIMessage] = self.policy.ainvoke(self.model, messages, self.config, **self.kwargs)  # type: ignore[arg-type]
+        with self._counted():
+            self.reply = await self.policy.ainvoke(self.model, messages, self.config, **self.kwargs)  # type: ignore[arg-type]
+        return self.reply
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Count the reply's tokens; a failure after the retries says how to resume."""
         try:
-            reply = await call
+            yield
         except Exception as exc:  # noqa: BLE001 - re-raised with the way to resume
-            raise self._error(exc) from exc
-        return self._count(reply)
-
-    def _count(self, reply: AIMessage) -> AIMessage:
-        add_tokens(self.usage, usage_of(reply))
-        return reply
-
-    def _error(self, exc: BaseException) -> AggregationError:
-        return AggregationError(
-            f"aggregator {self.label!r} failed after {self.policy.max_attempts} attempt(s): {describe_error(exc)}; "
-            "the proposals are kept in the checkpoint, fix the aggregator and invoke the same thread again to resume"
-        )
+            raise AggregationError(
+                f"aggregator {self.label!r} failed after {self.policy.max_attempts} attempt(s): {describe_error(exc)}; "
+                "the proposals are kept in the checkpoint, fix the aggregator and invoke the same thread again to resume"
+            ) from exc
+        add_tokens(self.usage, usage_of(self.reply))
 
     def _result(self, index: int | None, text: str, extra: dict[str, Any], warning: str | None) -> dict:
         """The step's state updates: the new synthesis, its record, usage and warnings."""

@@ -57,28 +57,24 @@ def make_propose(models: ModelTable, policy: CallPolicy) -> Runnable:
     def propose(task: ProposeTask, config: RunnableConfig) -> dict:
         started = time.perf_counter()
         model, messages, cfg, kwargs = start(task, config)
-        outcome: Any
+        one = task["n"] == 1
         try:
-            if task["n"] == 1:
-                outcome = policy.invoke(model, messages, cfg, **kwargs)
-            else:
-                outcome = policy.run(lambda: model.generate([messages], **kwargs))
+            outcome = policy.invoke(model, messages, cfg, **kwargs) if one else policy.run(
+                lambda: model.generate([messages], **kwargs))
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the quorum in collect
-            outcome = exc
+            outcome = exc  # type: ignore[assignment]  # `_proposals` takes a reply, a result or an error
         return _updates(task, *_proposals(task, started, outcome))
 
     async def apropose(task: ProposeTask, config: RunnableConfig) -> dict:
         started = time.perf_counter()
         await models.aget(task["model"], task["max_tokens"])  # resolves off the event loop; `start` then finds it ready
         model, messages, cfg, kwargs = start(task, config)
-        outcome: Any
+        one = task["n"] == 1
         try:
-            if task["n"] == 1:
-                outcome = await policy.ainvoke(model, messages, cfg, **kwargs)
-            else:
-                outcome = await policy.arun(lambda: model.agenerate([messages], **kwargs))
+            outcome = await (policy.ainvoke(model, messages, cfg, **kwargs) if one else policy.arun(
+                lambda: model.agenerate([messages], **kwargs)))
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the quorum in collect
-            outcome = exc
+            outcome = exc  # type: ignore[assignment]  # `_proposals` takes a reply, a result or an error
         return _updates(task, *_proposals(task, started, outcome))
 
     return node(propose, apropose, name="propose", trace=True)

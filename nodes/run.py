@@ -221,14 +221,8 @@ def _aggregate(state: MoAState, plan: Plan, batch: int, batches: int) -> Send:
     copies = [synthesis["text"]] * aggregator["reserved"] if windowed and synthesis is not None else []
     task = AggregateTask(
         kind="window" if windowed else "aggregate",
-        model=aggregator["model"],
-        mode=aggregator["mode"],
-        temperature=aggregator["temperature"],
-        seed=plan["seed"],
-        prompt=plan["prompt"],
-        max_reference_chars=plan["max_reference_chars"],
-        max_tokens=plan["max_tokens"],
-        order=aggregator["order"],
+        **{key: aggregator[key] for key in ("model", "mode", "temperature", "order")},  # type: ignore[typeddict-item]
+        **{key: plan[key] for key in ("seed", "prompt", "max_reference_chars", "max_tokens")},  # type: ignore[typeddict-item]
         step=batch - 1 if windowed else 0,
         sample_ids=state["reference_ids"],
         reserved=len(copies),
@@ -268,42 +262,33 @@ def _size(layer: dict) -> int:
 
 def _proposals(state: MoAState, plan: Plan, layer: int, indices: range) -> list[Send]:
     references = state.get("references", []) if layer > 1 else []
-    sends = []
-    anchored = layer == len(plan["layers"]) and bool(plan["adaptive"] and plan["adaptive"]["anchor"])
-    for first, n, proposer, seed in _requests(plan, layer, indices):
-        temperature = plan["temperature"] if proposer["temperature"] is None else proposer["temperature"]
-        task = ProposeTask(
-            layer=layer,
-            sample=first,
-            model=proposer["model"],
-            temperature=0.0 if anchored and first == 0 and n == 1 else temperature,
-            seed=seed,
-            max_tokens=plan["max_tokens"],
-            n=n,
-            messages=state["messages"],
-            references=references,
-            prompt=plan["prompt"] if references else "",
-        )
-        sends.append(Send("propose", task))
-    return sends
+    prompt, messages, max_tokens = plan["prompt"] if references else "", state["messages"], plan["max_tokens"]
+    return [Send("propose", ProposeTask(layer=layer, sample=first, model=model, temperature=temperature, seed=seed,
+                                        max_tokens=max_tokens, n=n, messages=messages, references=references,
+                                        prompt=prompt))
+            for first, n, model, temperature, seed in _requests(plan, layer, indices)]
 
 
-def _requests(plan: Plan, layer: int, indices: range) -> list[tuple[int, int, dict, int | None]]:
-    """(first sample, choices, its proposer entry, its seed) per request: one per sample, or
-    one per entry's run of samples (`sampling="n"`).
+def _requests(plan: Plan, layer: int, indices: range) -> list[tuple[int, int, str, float | None, int | None]]:
+    """(first sample, choices, model, temperature, seed) per request: one per sample, or one per
+    proposer entry's run of samples (`sampling="n"`).
 
-    Proposer i of a run (counted over every layer) gets the seed `plan["seed"] + i`.
+    Proposer i of a run (counted over every layer) gets the seed `plan["seed"] + i`; with
+    adaptive sampling's greedy anchor, sample 0 of the last layer gets temperature 0.
     `indices` is a contiguous range, so walking the entries once finds every request.
     """
     in_one, base = plan["sampling"] == "n", plan["seed"]
     offset = sum(_size(earlier) for earlier in plan["layers"][: layer - 1])
-    requests: list[tuple[int, int, dict, int | None]] = []
+    anchored = layer == len(plan["layers"]) and bool(plan["adaptive"] and plan["adaptive"]["anchor"])
+    requests: list[tuple[int, int, str, float | None, int | None]] = []
     start = 0
     for proposer in plan["layers"][layer - 1]["proposers"]:
         stop = start + proposer["samples"]
         lo, hi = max(start, indices.start), min(stop, indices.stop)
         runs = [(lo, hi - lo)] if in_one else [(i, 1) for i in range(lo, hi)]
-        requests += [(i, n, proposer, None if base is None else base + offset + i) for i, n in runs if n > 0]
+        temperature = plan["temperature"] if proposer["temperature"] is None else proposer["temperature"]
+        requests += [(i, n, proposer["model"], 0.0 if anchored and i == 0 and n == 1 else temperature,
+                      None if base is None else base + offset + i) for i, n in runs if n > 0]
         start = stop
     return requests
 

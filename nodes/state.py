@@ -140,17 +140,10 @@ class EnsembleContext:
 
 
 CONTEXT_FIELDS: dict[str, str] = {
-    "model": "layers.*.proposers.*.model",
-    "samples": "layers.*.proposers.*.samples",
-    "temperature": "temperature",
-    "seed": "seed",
-    "prompt": "prompt",
-    "max_tokens": "max_tokens",
-    "aggregator": "aggregator.model",
-    "aggregator_temperature": "aggregator.temperature",
-    "mode": "aggregator.mode",
-    "window": "aggregator.window",
-    "reserved": "aggregator.reserved",
+    **{name: name for name in ("temperature", "seed", "prompt", "max_tokens")},
+    **{name: f"aggregator.{name}" for name in ("mode", "window", "reserved")},
+    "model": "layers.*.proposers.*.model", "samples": "layers.*.proposers.*.samples",
+    "aggregator": "aggregator.model", "aggregator_temperature": "aggregator.temperature",
 }
 """The `MoASpec` field each `EnsembleContext` field sets (`*`: every item of a list)."""
 
@@ -296,22 +289,9 @@ class MoAState(OutputState):
 def new_run() -> dict[str, Any]:
     """State updates that clear what a previous run on the same thread left behind."""
     return {
-        "answer": "",
-        "proposals": Overwrite([]),
-        "aggregations": Overwrite([]),
-        "usage": Overwrite(empty_usage()),
-        "warnings": Overwrite([]),
-        "pending": Overwrite([]),
-        "missing": [],
-        "references": [],
-        "reference_ids": [],
-        "synthesis": None,
-        "tally": Tally(succeeded=0, failed=0, answers={}),
-        "agreement": None,
-        "abstained": None,
-        "escalated": None,
-        "settle": None,
-        "layer": 1,
-        "batch": 0,
-        "phase": "propose",
+        **{key: Overwrite([]) for key in ("proposals", "aggregations", "warnings", "pending")},
+        **dict.fromkeys(("missing", "references", "reference_ids"), []),
+        **dict.fromkeys(("synthesis", "settle", "agreement", "abstained", "escalated"), None),
+        "answer": "", "usage": Overwrite(empty_usage()), "tally": Tally(succeeded=0, failed=0, answers={}),
+        "layer": 1, "batch": 0, "phase": "propose",
     }

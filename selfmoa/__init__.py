@@ -13,7 +13,11 @@ Example:
 """
 
 from selfmoa.chat_model import MoAChatModel
-from selfmoa.graphs import MoASpec, create_from_spec, create_moa, create_self_moa, create_self_moa_seq
+from selfmoa.graphs.hybrid import create_from_spec
+from selfmoa.graphs.moa import create_moa
+from selfmoa.graphs.self_moa import create_self_moa
+from selfmoa.graphs.self_moa_seq import create_self_moa_seq
+from selfmoa.graphs.spec import MoASpec
 from selfmoa.nodes import EnsembleContext, OutputState
 from selfmoa.prompts import AGGREGATE_PROMPT
 from selfmoa.runtime.errors import (

@@ -153,7 +153,7 @@ def test_mode_reaches_moa_hybrid_specs_and_yaml(tmp_path):
     assert [p["model"] for p in moa["proposals"]] == ["fake", "fake#2", "fake"]
     spec = tmp_path / "s.yaml"
     spec.write_text("layers: [[{model: 'openai:m', samples: 3}]]\naggregator: {mode: select, window: 4, reserved: 2}\n")
-    from selfmoa.graphs import parse_spec
+    from selfmoa.graphs.spec import parse_spec
 
     parsed = parse_spec(spec)
     assert parsed.aggregator.mode == "select" and parsed.aggregator.window == 4

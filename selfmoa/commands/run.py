@@ -15,16 +15,11 @@ from typing import Any, TextIO
 
 from langchain_core.language_models import BaseChatModel
 
-from selfmoa.graphs import (
-    create_from_spec,
-    create_moa,
-    create_self_moa,
-    create_self_moa_seq,
-    load_spec_file,
-    map_models,
-    parse_spec,
-)
-from selfmoa.graphs.spec import MoASpec
+from selfmoa.graphs.hybrid import create_from_spec
+from selfmoa.graphs.moa import create_moa
+from selfmoa.graphs.self_moa import create_self_moa
+from selfmoa.graphs.self_moa_seq import create_self_moa_seq
+from selfmoa.graphs.spec import MoASpec, load_spec_file, map_models, parse_spec
 from selfmoa.runtime.errors import SpecError, group_failures
 from selfmoa.runtime.models import model_client
 

@@ -30,7 +30,8 @@ from selfmoa.evals.cache import DRAWS_FILE, RUNS_FILE, Sink, load_draws, load_re
 from selfmoa.evals.configs import AGGREGATIONS, Config, build_configs
 from selfmoa.evals.replay import ReplayChatModel
 from selfmoa.evals.tasks import Item, Task
-from selfmoa.graphs import create_from_spec, create_self_moa
+from selfmoa.graphs.hybrid import create_from_spec
+from selfmoa.graphs.self_moa import create_self_moa
 from selfmoa.runtime.errors import describe_error
 from selfmoa.runtime.models import model_client
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from selfmoa.graphs import MoASpec, parse_spec
-from selfmoa.graphs.spec import one_line
+from selfmoa.graphs.spec import MoASpec, one_line, parse_spec
 from selfmoa.runtime.errors import SpecError
 
 __all__ = ["ServerConfig", "load_config"]

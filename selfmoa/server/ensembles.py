@@ -11,7 +11,8 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from selfmoa.graphs import MoASpec, create_from_spec, map_models, parse_spec
+from selfmoa.graphs.hybrid import create_from_spec
+from selfmoa.graphs.spec import MoASpec, map_models, parse_spec
 from selfmoa.runtime.errors import SpecError
 from selfmoa.runtime.models import model_client
 from selfmoa.server.config import ServerConfig
