@@ -155,6 +155,8 @@ def _metadata(state: dict) -> dict[str, Any]:
         "aggregations": len(state.get("aggregations", [])),
         "usage_by_model": state.get("usage", {}).get("by_model", {}),
         "warnings": state.get("warnings", []),
+        # How far the samples agree with the answer, why drawing stopped, and whether the run abstained.
+        **{key: state.get(key) for key in ("agreement", "stopped", "abstained")},
     }
 
 

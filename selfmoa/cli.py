@@ -108,7 +108,16 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
                      help="how the samples become one answer: write a new one (synthesize, the default), "
                      "choose the most consistent sample (select), or take a majority vote (vote, no model call)")
     run.add_argument("--answer-of", choices=("number", "letter", "last_line"),
-                     help="what --aggregate vote compares (default: the whole reply, normalised)")
+                     help="the short answer that vote, --patience, --adaptive and the agreement compare "
+                     "(default: the whole reply, normalised)")
+    run.add_argument("--adaptive", action="store_true", default=None, help="self-moa and moa: draw the samples 2 at a time and "
+                     "stop once one short answer leads the next by --margin (up to --samples)")
+    run.add_argument("--margin", type=_at_least(1), help="--adaptive: the lead that stops drawing (default: 2)")
+    run.add_argument("--anchor", action="store_true", default=None, help="--adaptive: draw the first sample greedily (temperature 0)")
+    run.add_argument("--order", choices=("shuffled", "both", "given"), help="--aggregate select: show the candidates "
+                     "in a seeded shuffled order (default), in two orders, or as drawn")
+    run.add_argument("--abstain-below", type=_at_least(0, float), metavar="SHARE", help="give no answer when fewer "
+                     "than this share of the samples agree with it (exit status 3)")
     run.add_argument("--samples", type=_at_least(1), help="samples per run for self-moa and seq (default: 6)")
     run.add_argument("--layers", type=_at_least(1), help="layers of proposers for moa (default: 2)")
     run.add_argument("--window", type=_at_least(2), help="references per aggregation step for seq (default: 6)")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from helpers import ask
@@ -217,3 +218,59 @@ def test_low_agreement_escalates_to_another_ensemble_declared_as_data():
     assert out["usage"]["total"]["calls"] == 3 + 3 and out["usage"]["by_model"]["strong"]["calls"] == 3
     with pytest.raises(SpecError, match="action 'escalate' needs an 'escalate' spec"):
         create_from_spec({**spec, "low_agreement": {"below": 0.5, "action": "escalate"}})
+
+
+# --- every surface -----------------------------------------------------------------------------
+
+
+def _numbers(name: str, **kwargs) -> FakeChatModel:
+    """A provider's fake whose samples end on numbers: 8 on samples 2, 5, 8, ..., 7 on the others."""
+    return FakeChatModel(model=name or "agreefake", reply=lambda c: "Answer: 8" if c.sample % 3 == 2 else "Answer: 7")
+
+
+@pytest.fixture()
+def agreefake():
+    from selfmoa import model_providers
+
+    with model_providers({"agreefake": _numbers}):
+        yield
+
+
+def test_the_cli_reports_agreement_in_its_summary_and_json(agreefake, capsys):
+    from selfmoa.cli import main
+
+    args = ["run", "--model", "agreefake:m", "--samples", "5", "--aggregate", "vote", "--answer-of", "number"]
+    assert main([*args, "Hi"]) == 0
+    assert "; 4 of 5 samples agree ('7', 0.80)" in capsys.readouterr().err
+    assert main([*args, "--adaptive", "--json", "Hi"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # The first batch of 2 (7, 7) leads by 2, the default margin: stopped after 2 of 5.
+    assert report["agreement"]["counts"] == {"7": 2} and report["stopped"] == "agreed"
+    assert report["saved"] == {"proposals": 3, "aggregations": 0} and len(report["proposals"]) == 2
+    assert main([*args, "--abstain-below", "0.9", "Hi"]) == 3
+    out, err = capsys.readouterr()
+    assert out.strip() == "" and "abstained: the samples agree too little" in err
+
+
+def test_the_cli_refuses_adaptive_flags_without_adaptive(agreefake, capsys):
+    from selfmoa.cli import main
+
+    assert main(["run", "--model", "agreefake:m", "--margin", "3", "Hi"]) == 2
+    assert "add --adaptive" in capsys.readouterr().err
+
+
+def test_the_chat_model_and_the_server_carry_the_agreement(agreefake):
+    from helpers import URL, app_client
+
+    from selfmoa import MoAChatModel
+
+    graph = create_self_moa("agreefake:m", samples=4, mode="vote", answer_of="number")
+    reply = MoAChatModel(graph=graph.compile()).invoke("Hi")
+    assert reply.response_metadata["selfmoa"]["agreement"]["counts"] == {"7": 3, "8": 1}
+    with app_client(dynamic_models=["agreefake:*"]) as client:
+        response = client.post(URL, json={"model": "self-moa-adaptive:agreefake:x", "messages": [
+            {"role": "user", "content": "Hi"}]})
+    assert response.status_code == 200, response.text
+    ext = response.json()["selfmoa"]
+    assert ext["agreement"]["samples"] == 2 and ext["stopped"] == "agreed" and ext["abstained"] is None
+    assert ext["calls"] == 2  # the preset votes: two samples, no aggregator call

@@ -42,10 +42,13 @@ def test_run_prints_the_answer_and_progress(capsys):
 def test_json_output_has_answer_proposals_usage_and_timings(capsys):
     assert main(["run", "--model", "clifake:b", "--samples", "4", "--seed", "5", "--json", "Hi"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"answer", "proposals", "aggregations", "usage", "warnings", "timings"}
+    assert set(report) == {"answer", "proposals", "aggregations", "usage", "warnings", "agreement", "timings"}
+    assert report["agreement"]["samples"] == 4 and sum(report["agreement"]["counts"].values()) == 4
     assert len(report["proposals"]) == 4 and report["usage"]["total"]["calls"] == 5
     assert sorted(c.seed for c in MADE["b"].calls if c.role == "proposer") == [5, 6, 7, 8]
-    assert report["timings"]["total_s"] >= 0
+    timings = report["timings"]
+    assert timings["total_s"] == pytest.approx(timings["model_start_s"] + timings["run_s"], abs=0.002)
+    assert 0 < timings["run_s"] < 30
 
 
 def test_stream_prints_tokens_then_newline(capsys):

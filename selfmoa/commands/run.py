@@ -56,28 +56,48 @@ def run_command(args: argparse.Namespace) -> int:
         print(
             f"done in {setup + elapsed:.1f}s ({setup:.1f}s model start, {elapsed:.1f}s run): {total['calls']} calls, "
             f"{total['input_tokens']} input + "
-            f"{total['output_tokens']} output tokens",
+            f"{total['output_tokens']} output tokens{agreement_note(final.get('agreement'))}",
             file=progress,
         )
+        if final.get("abstained"):
+            print(f"abstained: {final['abstained']}", file=progress)
     if args.json:
-        report = {key: final.get(key) for key in ("answer", "proposals", "aggregations", "usage", "warnings")}
-        report.update({key: final[key] for key in ("stopped", "saved") if key in final})  # Self-MoA-Seq only
+        report = {key: final.get(key) for key in ("answer", "proposals", "aggregations", "usage", "warnings", "agreement")}
+        report.update({key: final[key] for key in ("stopped", "saved", "abstained", "escalated") if final.get(key)})
         report["timings"] = {"total_s": round(setup + elapsed, 3), "model_start_s": round(setup, 3), "run_s": round(elapsed, 3)}
         print(json.dumps(report, indent=2, ensure_ascii=False))
     elif args.stream:
         print()
     else:
         print(final["answer"])
-    return 0
+    return 3 if final.get("abstained") else 0
+
+
+def agreement_note(agreement: dict | None) -> str:
+    """The summary line's note on how far the samples agree with the answer.
+
+    Example:
+        >>> agreement_note({"share": 4 / 6, "answer": "42", "counts": {"42": 4, "41": 2}, "samples": 6})
+        "; 4 of 6 samples agree ('42', 0.67)"
+        >>> agreement_note({"share": None, "answer": None, "counts": {"1": 1, "2": 1}, "samples": 2})
+        '; no sample agrees with the answer (of 2)'
+    """
+    if not agreement:
+        return ""
+    if agreement["share"] is None:
+        return f"; no sample agrees with the answer (of {agreement['samples']})"
+    agreeing = round(agreement["share"] * agreement["samples"])
+    return f"; {agreeing} of {agreement['samples']} samples agree ({agreement['answer']!r}, {agreement['share']:.2f})"
 
 
 RUN_DEFAULTS: dict[str, Any] = {"method": "self-moa", "samples": 6, "layers": 2, "window": 6, "reserved": 3, "temperature": 0.7}
 """Defaults of `selfmoa run`'s method flags, applied by `check_run_flags` (the parser's are None)."""
 _USED_BY = {"samples": ("self-moa", "seq"), "layers": ("moa",), "window": ("seq",), "reserved": ("seq",),
-            "answer_of": ("self-moa", "moa", "seq"), "patience": ("seq",)}
+            "answer_of": ("self-moa", "moa", "seq"), "patience": ("seq",), "adaptive": ("self-moa", "moa"),
+            "margin": ("self-moa", "moa"), "anchor": ("self-moa", "moa")}
 # A spec file carries all of these itself; graph_from_args takes only the models' options from the flags.
 _SET_BY_SPEC = ("method", "model", "aggregator", "aggregate", "answer_of", "samples", "layers", "window", "reserved",
-                "patience", "temperature", "seed", "timeout")
+                "patience", "temperature", "seed", "timeout", "adaptive", "margin", "anchor", "order", "abstain_below")
 
 
 def check_run_flags(args: argparse.Namespace) -> argparse.Namespace:
@@ -116,8 +136,10 @@ def check_run_flags(args: argparse.Namespace) -> argparse.Namespace:
             # Said in the command's own words, before the spec would say it in the factory's.
             raise SpecError("--aggregate vote takes all samples at once and cannot slide a window; "
                             "use --aggregate synthesize or select with --method seq, or drop --method seq")
-    if getattr(args, "answer_of", None) and getattr(args, "aggregate", None) != "vote" and not getattr(args, "patience", None):
-        raise SpecError("--answer-of is used by --aggregate vote and --patience only; drop it, or add one of them")
+    if (getattr(args, "margin", None) or getattr(args, "anchor", None)) and not getattr(args, "adaptive", None):
+        raise SpecError("--margin and --anchor set adaptive sampling; add --adaptive, or drop them")
+    if getattr(args, "order", None) and getattr(args, "aggregate", None) != "select":
+        raise SpecError("--order is how --aggregate select shows the candidates; add --aggregate select, or drop --order")
     for dest, default in RUN_DEFAULTS.items():
         if getattr(args, dest, None) is None:
             setattr(args, dest, default)
@@ -150,6 +172,12 @@ def graph_from_args(args: argparse.Namespace, make: Any = None):
         options["answer_of"] = args.answer_of
     if args.timeout is not None:
         options["timeout"] = args.timeout
+    if getattr(args, "order", None):
+        options["order"] = args.order
+    if getattr(args, "adaptive", None):
+        options["adaptive"] = {"margin": args.margin or 2, "anchor": bool(args.anchor)}
+    if getattr(args, "abstain_below", None) is not None:
+        options["low_agreement"] = {"below": args.abstain_below, "action": "abstain"}
     aggregator = model(args.aggregator) if args.aggregator else None
     if args.method == "moa":
         layers = [[model(n) for n in names]] * args.layers
@@ -203,6 +231,9 @@ def _run(graph: Any, prompt: str, progress: TextIO | None, stream_to: TextIO | N
                 failures.close_group()
             elif part.get("selfmoa") == "window":
                 print(f"window {part['batch'] + 1}: {part['succeeded']} new samples", file=progress)
+            elif part.get("selfmoa") == "stopped" and part["stopped"] != "settled":
+                print(f"{part['stopped']}: stopped drawing after {part['drawn']} samples, saving "
+                      f"{part['saved']['proposals']} proposer calls", file=progress)
             elif part.get("selfmoa") == "stopped":
                 saved = part["saved"]
                 print(f"settled: the answer held for {part['streak']} more window step(s); stopped after {part['steps']} steps, "

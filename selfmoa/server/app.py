@@ -46,7 +46,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         >>> client.get("/health").json()["status"]
         'ok'
         >>> [m["id"] for m in client.get("/v1/models").json()["data"]]
-        ['self-moa', 'moa', 'self-moa-seq', 'self-moa-select']
+        ['self-moa', 'moa', 'self-moa-seq', 'self-moa-select', 'self-moa-adaptive']
     """
     config = config or ServerConfig()
     env_key = os.environ.get("SELFMOA_API_KEY") or None

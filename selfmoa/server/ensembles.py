@@ -33,6 +33,13 @@ BUILTIN_PRESETS: dict[str, Callable[[str], dict[str, Any]]] = {
     # Self-MoA whose aggregator picks the most consistent sample and returns it verbatim
     # (universal self-consistency): the better choice for small models (see the README).
     "self-moa-select": lambda model: {"layers": [[{"model": model, "samples": 6}]], "aggregator": {"mode": "select"}},
+    # Self-MoA that stops drawing once two more samples end on the same number than on any
+    # other, then votes: the cheapest for questions with a short answer (see docs/eval).
+    "self-moa-adaptive": lambda model: {
+        "layers": [[{"model": model, "samples": 6}]],
+        "aggregator": {"mode": "vote", "answer_of": "number"},
+        "adaptive": {"batch": 2, "margin": 2},
+    },
 }
 """Built-in ensembles by name: each maps a model string to a spec dict (`MoASpec` format)."""
 

@@ -83,6 +83,8 @@ class _Run:
             "latency_s": round(time.perf_counter() - self.started, 3),
             "queue_s": round(self.started - self.arrived, 3),
             "warnings": result.get("warnings", []),
+            # How far the samples agree with the answer: a confidence (its calibration depends on the model and task).
+            **{key: result.get(key) for key in ("agreement", "stopped", "saved", "abstained")},
         }
 
     @staticmethod
