@@ -1,6 +1,7 @@
 """The HTTP app that `langgraph dev` mounts beside its own API (`"http": {"app": ...}` in langgraph.json).
 
-It adds no route. Its one middleware makes the server's MCP endpoint useful to a calling agent.
+It adds no route. Its two middlewares make the server's MCP and A2A endpoints useful to a calling agent:
+the answer as MCP's result, and a failed run's one-line fix instead of its error's class name.
 
 The LangGraph server (langgraph-api 0.16) serves every graph as an MCP tool at `POST /mcp`, but it
 answers `tools/call` with `{"type": "text", "text": repr(output)}`: the Python repr of the graph's
@@ -17,6 +18,13 @@ Anything else (other methods, errors, outputs without an `answer`, streamed resp
 through unchanged. The repr is read back with `ast.literal_eval`, which evaluates literals only:
 the server made it from JSON-decoded values (dicts, lists, strings, numbers, booleans, None).
 
+A failed run: MCP's `tools/call` and A2A's `message/send` fetch the run's result through the
+server's in-process client (root path `/noauth`) and report only `__error__["error"]`, the
+exception's class name (`ProposalsFailedError`), dropping the message that says what to fix.
+`RunErrorMiddleware` rewrites those in-process results (`.../wait`, `.../join`) so that `error`
+reads `ClassName: one-line message`, with keys redacted; requests from outside keep the
+server's shape.
+
 The same `http.app` entry works in any `langgraph.json`, e.g. a deployment on LangGraph's server.
 """
 
@@ -29,7 +37,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-__all__ = ["MCPAnswerMiddleware", "app", "mcp_result"]
+from selfmoa.runtime.secrets import redact
+
+__all__ = ["MCPAnswerMiddleware", "RunErrorMiddleware", "app", "mcp_result", "run_error"]
 
 _DROPPED = ("messages",)
 
@@ -62,6 +72,24 @@ def mcp_result(result: Any) -> Any:
     return {**result, "content": [{"type": "text", "text": output["answer"]}], "structuredContent": structured}
 
 
+def run_error(result: Any) -> Any:
+    """A run's result whose `__error__` names the class only, with the error's message added in one line.
+
+    Example:
+        >>> run_error({"__error__": {"error": "InputError", "message": "no user message;\\n send one"}})
+        {'__error__': {'error': 'InputError: no user message; send one', 'message': 'no user message; send one'}}
+        >>> run_error({"answer": "51"})
+        {'answer': '51'}
+    """
+    error = result.get("__error__") if isinstance(result, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("error"), str) or not isinstance(error.get("message"), str):
+        return result
+    line = " ".join(redact(error["message"]).split())[:1000]
+    if not line or error["error"].endswith(f": {line}"):
+        return result
+    return {**result, "__error__": {**error, "error": f"{error['error']}: {line}", "message": line}}
+
+
 def _rewrite(body: bytes) -> bytes:
     try:
         message = json.loads(body)
@@ -78,16 +106,32 @@ def _rewrite(body: bytes) -> bytes:
     return json.dumps(message, ensure_ascii=False).encode() if changed else body
 
 
-class MCPAnswerMiddleware:
-    """Pure ASGI middleware: rewrites the JSON responses of `POST <path>` with `mcp_result`."""
+def _rewrite_run(body: bytes) -> bytes:
+    try:
+        result = json.loads(body)  # the heartbeats before a waited result are whitespace, which JSON skips
+    except ValueError:
+        return body
+    new = run_error(result)
+    return body if new is result else json.dumps(new, ensure_ascii=False).encode()
 
-    def __init__(self, app: Any, path: str = "/mcp") -> None:
+
+class _JSONRewriter:
+    """Pure ASGI middleware: passes every request on, and rewrites the JSON responses of those it `wants`."""
+
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self.path = path.rstrip("/")
+
+    def wants(self, scope: dict) -> bool:
+        """Whether to rewrite the response to this request."""
+        raise NotImplementedError
+
+    def rewrite(self, body: bytes) -> bytes:
+        """The new body of a whole JSON response."""
+        raise NotImplementedError
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """Pass every request through; rewrite the result of a successful MCP `tools/call`."""
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self.path:
+        """Pass every request through; rewrite the JSON response of one it wants."""
+        if scope["type"] != "http" or not self.wants(scope):
             await self.app(scope, receive, send)
             return
         start: dict | None = None
@@ -110,7 +154,7 @@ class MCPAnswerMiddleware:
             chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            body = _rewrite(b"".join(chunks))
+            body = self.rewrite(b"".join(chunks))
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))
             await send({**start, "headers": headers})
@@ -119,5 +163,34 @@ class MCPAnswerMiddleware:
         await self.app(scope, receive, capture)
 
 
-app = Starlette(middleware=[Middleware(MCPAnswerMiddleware)])
+class MCPAnswerMiddleware(_JSONRewriter):
+    """Rewrites the JSON responses of `POST <path>` with `mcp_result`."""
+
+    def __init__(self, app: Any, path: str = "/mcp") -> None:
+        super().__init__(app)
+        self.path = path.rstrip("/")
+
+    def wants(self, scope: dict) -> bool:
+        """`POST /mcp`."""
+        return scope["method"] == "POST" and scope["path"].rstrip("/") == self.path
+
+    def rewrite(self, body: bytes) -> bytes:
+        """The results of a successful `tools/call`, with the answer as text."""
+        return _rewrite(body)
+
+
+class RunErrorMiddleware(_JSONRewriter):
+    """Rewrites the run results the server fetches for itself (MCP, A2A) with `run_error`."""
+
+    def wants(self, scope: dict) -> bool:
+        """A run's result (`.../wait`, `.../join`) asked for by the server's in-process client."""
+        loopback = scope.get("root_path", "").startswith("/noauth") or scope["path"].startswith("/noauth/")
+        return loopback and scope["path"].rstrip("/").endswith(("/wait", "/join"))
+
+    def rewrite(self, body: bytes) -> bytes:
+        """The result, a failed run's error with its one-line message."""
+        return _rewrite_run(body)
+
+
+app = Starlette(middleware=[Middleware(MCPAnswerMiddleware), Middleware(RunErrorMiddleware)])
 """Mounted by `langgraph dev` through `"http": {"app": "./webapp.py:app"}`."""

@@ -132,6 +132,9 @@ SERVER = [
     ({"model": "team", "messages": Q, "max_completion_tokens": -5}, 400, "'max_completion_tokens'"),
     ({"model": "team", "messages": Q, "stream_options": {"include_usage": "maybe"}}, 400, "include_usage"),
     (b"", 400, "request body is not valid JSON"),
+    ({"model": "team", "messages": Q, "stream": "yes"}, 400, "'stream': Input should be a valid boolean"),
+    ({"model": "team", "messages": [{"role": "user", "content": ["hi"]}]}, 400,
+     "'messages.0.content': content must be a string or a list of text parts"),
 ]
 
 TABLE = (
@@ -182,9 +185,9 @@ def test_bad_input_gets_one_actionable_line(kind, case, message, tmp_path, reque
     else:
         body, status = case
         url = request.getfixturevalue("server_url") + "/v1/chat/completions"
-        response = httpx.post(url, content=body, timeout=30) if isinstance(body, bytes) else httpx.post(
-            url, json=body, timeout=30
-        )
+        response = httpx.post(
+            url, content=body, headers={"Content-Type": "application/json"}, timeout=30
+        ) if isinstance(body, bytes) else httpx.post(url, json=body, timeout=30)
         assert response.status_code == status
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}
@@ -332,3 +335,18 @@ def test_prompts_are_substituted_not_formatted():
     (system,) = [c.messages[0].text for c in model.calls if c.role == "aggregator"]
     assert system.endswith("\n{references:>2500000000} {references.__class__} {0} {{x}}") and len(system) < 2_000
     assert system.count("[Response ") == 2  # the numbered responses went where {references} was
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_selfmoa_home_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys, below):
+    from selfmoa.local import LocalModelError
+    from selfmoa.local.catalog import cache_dir
+
+    home = tmp_path / "home"
+    home.write_text("not a directory")
+    monkeypatch.setenv("SELFMOA_HOME", str(home / below) if below else str(home))
+    with pytest.raises(LocalModelError, match="SELFMOA_HOME must be a directory"):
+        cache_dir()
+    assert cli_main(["run", "--model", "local", "--samples", "2", "--quiet", "What is 17*3?"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SELFMOA_HOME must be a directory" in err and "Errno" not in err

@@ -255,6 +255,27 @@ def test_resume_skips_finished_items(tmp_path):
     assert _calls() == again  # nothing left to do
 
 
+def test_lines_that_are_not_whole_records_are_skipped_counted_and_redone(tmp_path, capsys):
+    settings = EvalSettings(**{**_settings(1).__dict__, "methods": ["self-moa"], "samples": 2, "aggregations": ["vote"]})
+    run_eval(settings, tmp_path, progress=False)
+    assert _calls() == 2
+    draws, runs = tmp_path / "draws.jsonl", tmp_path / RUNS_FILE
+    record = json.loads(draws.read_bytes().splitlines()[0])
+    record["samples"][0]["text"] = "caf\u00e9 " + record["samples"][0]["text"]
+    whole = json.dumps(record, ensure_ascii=False).encode()
+    cut = whole[: whole.index("\u00e9".encode()) + 1]  # a kill inside the two bytes of "é"
+    draws.write_bytes(cut + b"\n[]\n42\n{}\n" + b'{"task": "x"}\n')
+    runs.write_bytes(b'[]\n"text"\n{"task": "hellaswag", "item": ["unhashable"], "key": "k"}\n')
+    by_config = run_eval(settings, tmp_path, progress=False)
+    assert _calls() == 2 + 2, "the cut draw was drawn again"
+    assert len(by_config["self-moa k=2 vote"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for name, count in (("draws.jsonl", 5), (RUNS_FILE, 3)):
+        warnings = [line for line in err.splitlines() if name in line]
+        assert len(warnings) == 1 and f"skipped {count} lines" in warnings[0] and "recomputed" in warnings[0], err
+
+
 def test_failed_units_are_retried(tmp_path):
     run_eval(_settings(1), tmp_path, progress=False)
     path = tmp_path / RUNS_FILE

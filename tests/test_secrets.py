@@ -175,7 +175,8 @@ def test_a_key_in_the_query_string_never_reaches_the_access_log(tmp_path):
         wait_for_health(f"http://127.0.0.1:{port}", proc, log)
         httpx.get(f"http://127.0.0.1:{port}/health?api_key={secret}", timeout=5)
         httpx.get(f"http://127.0.0.1:{port}/v1/models?key={secret}&x=1", timeout=5)
-        httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions?token={secret}", content=b"{", timeout=5)
+        httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions?token={secret}", content=b"{",
+                   headers={"Content-Type": "application/json"}, timeout=5)
         httpx.get(f"http://127.0.0.1:{port}/v1/{secret}", timeout=5)
         time.sleep(0.5)
     finally:

@@ -35,12 +35,14 @@ CONFIG = ServerConfig(
     presets={"team": {"layers": [[{"model": "fuzzfake:team", "samples": 2}]]}},
     default_model="fuzzfake:base",  # the built-in presets run on fakes too, never the embedded model
     dynamic_models=["fuzzfake:*"],
+    dynamic_remote_without_key=True,  # fakes, not paid endpoints: the dynamic names are fuzzed too
     max_concurrency=64,
     queue=64,
     max_body_bytes=64 * 1024,
 )
 NAMES = ["team", "self-moa", "moa", "self-moa-seq", "self-moa:fuzzfake:x", "moa:fuzzfake:y", "nosuch"]
 URL = "/v1/chat/completions"
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +160,12 @@ def test_pathological_bodies_get_no_5xx(client, body):
 
 
 def test_deep_nesting_is_a_clear_400(client):
-    response = client.post(URL, content=PATHOLOGICAL["array nested 1000 deep"])
+    response = client.post(URL, content=PATHOLOGICAL["array nested 1000 deep"], headers=JSON_TYPE)
     assert response.status_code == 400 and "nests deeper than 32 levels" in response.json()["error"]["message"]
 
 
 def test_a_lone_surrogate_is_a_clear_400(client):
-    response = client.post(URL, content=PATHOLOGICAL["lone surrogate in content"])
+    response = client.post(URL, content=PATHOLOGICAL["lone surrogate in content"], headers=JSON_TYPE)
     assert response.status_code == 400 and "lone UTF-16 surrogate" in response.json()["error"]["message"]
 
 

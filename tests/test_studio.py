@@ -352,6 +352,22 @@ def test_a2a_message_stream_streams_then_returns_the_answer(server, assistants):
     assert events[-1]["final"] is True
 
 
+def test_a_failed_run_says_how_to_fix_it_over_mcp_and_a2a(server, assistants):
+    mcp = require("mcp", "needs: pip install mcp")
+    from selfmoa.runtime.inputs import NO_INPUT
+
+    async def call():
+        async with mcp.Client(f"{server.url}/mcp") as session:
+            return await session.call_tool("self_moa", {"messages": "   "})
+
+    # studio/webapp.py: the error's one-line message, not only its class name.
+    result = asyncio.run(call())
+    assert result.is_error and [c.text for c in result.content] == [f"InputError: {NO_INPUT}"], result
+    status = _a2a(server, assistants, "message/send", "   ")["result"]["status"]
+    assert status["state"] == "failed", status
+    assert [p["text"] for p in status["message"]["parts"]] == [f"Error executing assistant: InputError: {NO_INPUT}"]
+
+
 def _readme_block(fence: str, needle: str, server) -> str:
     blocks = [b for b in re.findall(rf"```{fence}\n(.*?)```", README.read_text(), flags=re.S) if needle in b]
     assert len(blocks) == 1, f"expected one README {fence} block with {needle!r}"

@@ -130,3 +130,62 @@ def test_the_middleware_rewrites_tools_call_responses_only():
     listed = client.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
     assert listed.json() == {"jsonrpc": "2.0", "id": 2, "result": {"tools": []}}
     assert ast.literal_eval(client.post("/other").text) == OUTPUT  # other paths untouched
+
+
+FAILURE = {"error": "ProposalsFailedError",
+           "message": "0 of 4 proposals succeeded (need 1):\n AuthenticationError: key sk-abcdef0123456789xyz rejected; "
+                      "check the key's environment variable"}
+FIX = ("ProposalsFailedError: 0 of 4 proposals succeeded (need 1): AuthenticationError: key *** rejected; "
+       "check the key's environment variable")
+
+
+def _langgraph_like_app(webapp):
+    """The routes of langgraph-api 0.16 that matter here, with its in-process client and `webapp`'s middleware.
+
+    As there, MCP's `tools/call` and A2A's `message/send` fetch the run's result through a loopback
+    client (root path `/noauth`) and report `__error__["error"]` of a failed run: its class name only.
+    """
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    app: Starlette
+
+    async def loopback(method: str, path: str) -> dict:
+        transport = httpx.ASGITransport(app=app, root_path="/noauth")
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return (await client.request(method, path, json={})).json()
+
+    async def wait(request):
+        return JSONResponse({"__error__": FAILURE})
+
+    async def mcp(request):
+        value = await loopback("POST", "/runs/wait")
+        return JSONResponse({"jsonrpc": "2.0", "id": 1, "result": {
+            "isError": True, "content": [{"type": "text", "text": value["__error__"]["error"]}]}})
+
+    async def a2a(request):
+        result = await loopback("GET", "/threads/t1/runs/r1/join")
+        return JSONResponse({"jsonrpc": "2.0", "id": 1, "result": {"kind": "task", "status": {
+            "state": "TASK_STATE_FAILED", "message": {"kind": "message", "role": "ROLE_AGENT", "parts": [
+                {"kind": "text", "text": f"Error executing assistant: {result['__error__']['error']}"}]}}}})
+
+    app = Starlette(routes=[Route("/runs/wait", wait, methods=["POST"]),
+                            Route("/threads/{t}/runs/{r}/join", wait, methods=["GET"]),
+                            Route("/mcp", mcp, methods=["POST"]), Route("/a2a/{a}", a2a, methods=["POST"])],
+                    middleware=webapp.app.user_middleware)
+    return app
+
+
+def test_a_failed_run_reports_its_one_line_fix_over_mcp_and_a2a():
+    pytest.importorskip("starlette", reason="needs: pip install 'selfmoa[studio]'")
+    from starlette.testclient import TestClient
+
+    client = TestClient(_langgraph_like_app(_load("webapp")))
+    mcp = client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}).json()
+    assert mcp["result"]["isError"] and mcp["result"]["content"] == [{"type": "text", "text": FIX}]
+    a2a = client.post("/a2a/x", json={"jsonrpc": "2.0", "id": 1, "method": "message/send"}).json()
+    assert a2a["result"]["status"]["message"]["parts"][0]["text"] == f"Error executing assistant: {FIX}"
+    # The REST API itself, called from outside, keeps langgraph's shape.
+    assert client.post("/runs/wait").json() == {"__error__": FAILURE}

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from selfmoa.evals.tasks import Item, Task
 
@@ -19,16 +21,48 @@ RUNS_FILE = "runs.jsonl"
 DRAWS_FILE = "draws.jsonl"
 
 
+# The fields a record is looked up by (scalars, as they are parts of keys) and the lists it is read
+# through, per file: a line without them is no record of that file.
+_SHAPES = {
+    RUNS_FILE: (("task", "item", "key"), ("proposals",)),
+    DRAWS_FILE: (("task", "item", "model", "temperature", "max_tokens", "seed"), ("samples",)),
+}
+_warned: set[tuple[str, int]] = set()  # (file, skipped lines) already told, so a second read in a run says nothing
+
+
 def _read_jsonl(path: Path) -> list[dict]:
+    """The whole records of a cache file; lines that are not (cut by a kill, edited) are skipped and counted.
+
+    Read as bytes and decoded line by line: a kill inside a multi-byte character spoils that
+    line only. One line on stderr says how many were skipped; their units are done again.
+    """
     if not path.exists():
         return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    keys, lists = _SHAPES.get(path.name, ((), ()))
+    out, skipped = [], 0
+    for line in path.read_bytes().splitlines():
         try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a kill: that unit is simply done again
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
+            record = None
+        if _is_record(record, keys, lists):
+            out.append(record)
+        elif line.strip():
+            skipped += 1
+    if skipped and (str(path), skipped) not in _warned:
+        _warned.add((str(path), skipped))
+        lines = "line" if skipped == 1 else "lines"
+        print(f"selfmoa eval: skipped {skipped} {lines} of {path} that are not whole records (cut short by a kill, "
+              "or edited); those units will be recomputed", file=sys.stderr)
     return out
+
+
+def _is_record(value: Any, keys: tuple[str, ...], lists: tuple[str, ...]) -> bool:
+    if not isinstance(value, dict):
+        return False
+    scalar = (str, int, float, bool, type(None))
+    return all(isinstance(value.get(k, ...), scalar) for k in keys) and all(
+        isinstance(value.get(k), list) and all(isinstance(x, dict) for x in value[k]) for k in lists)
 
 
 def load_records(out: Path) -> dict[tuple[str, str, str], dict]:

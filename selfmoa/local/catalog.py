@@ -129,10 +129,26 @@ def cache_dir() -> Path:
     """
     home = os.environ.get("SELFMOA_HOME")
     if home:
-        return Path(home).expanduser()
+        return _directory(Path(home).expanduser(), "SELFMOA_HOME", "point SELFMOA_HOME at a directory, or unset it")
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "selfmoa"
+    return _directory(base / "selfmoa", "the cache directory", "set SELFMOA_HOME to a directory to use instead")
+
+
+def _directory(path: Path, what: str, fix: str) -> Path:
+    """`path`, unless it or an ancestor exists as something other than a directory (it may not exist yet).
+
+    Raises:
+        LocalModelError: One line saying so, instead of the `NotADirectoryError` that
+            creating the models directory below a file would raise later.
+    """
+    for place in (path, *path.parents):
+        if place.exists():
+            if place.is_dir():
+                return path
+            where = "is a file" if place == path else f"is below {str(place)!r}, which is a file"
+            raise LocalModelError(f"{what} must be a directory, but {str(path)!r} {where}; {fix}")
+    return path
 
 
 def _is_path(name: str) -> bool:

@@ -16,7 +16,12 @@ OpenAI clients ignore it. Errors are OpenAI-shaped:
 `{"error": {"message", "type", "param", "code"}}`, one line, without tracebacks or keys.
 
 The package's modules, each one concern, import one way only:
-`config`, `errors` ← `schemas`, `admission`, `ensembles` ← `body`, `streaming` ← `app` ← `serving`.
+`config`, `errors` ← `schemas`, `admission`, `ensembles`, `guards` ← `body`, `streaming` ← `app` ← `serving`.
+
+Who may ask: with `SELFMOA_API_KEY` set, only clients sending it; requests from web pages of
+other origins than the server's own get 403 unless `server.allowed_origins` lists them, and
+bodies not declared `application/json` get 415 (together, no web page can make a visitor's
+browser run an ensemble); without a key, `<preset>:<model>` names run local models only.
 """
 
 # The public API is `__all__`; the other names that the former single module made public

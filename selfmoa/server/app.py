@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import time
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from selfmoa.runtime.inputs import check_input
@@ -19,6 +19,7 @@ from selfmoa.server.body import _parse, _read_json
 from selfmoa.server.config import ServerConfig
 from selfmoa.server.ensembles import _Ensembles
 from selfmoa.server.errors import _SECRETS, _ApiError, _classify, _Disconnected, _redact
+from selfmoa.server.guards import _check_key, _key_problem, _OriginGuard
 from selfmoa.server.schemas import _request_schema, normalise_name, to_messages
 from selfmoa.server.streaming import _complete, _race_disconnect, _Run, _stream
 
@@ -49,17 +50,18 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         ['self-moa', 'moa', 'self-moa-seq', 'self-moa-select', 'self-moa-adaptive']
     """
     config = config or ServerConfig()
-    env_key = os.environ.get("SELFMOA_API_KEY") or None
-    api_key = config.api_key.get_secret_value() if config.api_key is not None else env_key
-    if api_key:
-        _SECRETS.add(api_key)
-    ensembles = _Ensembles(config)
+    api_key = _api_key(config)
+    ensembles = _Ensembles(config, keyed=api_key is not None)
     admission = _Admission(config.max_concurrency, config.queue)
     created = int(time.time())
 
     app = FastAPI(title="selfmoa", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ensembles = ensembles
     app.exception_handler(StarletteHTTPException)(_http_error)
+    if config.allowed_origins:  # the listed pages get CORS answers, preflights included, so browsers let them in
+        app.add_middleware(CORSMiddleware, allow_origins=config.allowed_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"])
+    app.add_middleware(_OriginGuard, allowed=config.allowed_origins)  # added last: runs first
 
     @app.get("/health")
     async def health() -> dict:
@@ -96,20 +98,20 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     return _ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code).response()
 
 
-def _check_key(request: Request, api_key: str | None) -> None:
-    if api_key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-        raise _ApiError(
-            401,
-            "missing or wrong API key: send the server's key as 'Authorization: Bearer <key>'",
-            code="invalid_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+def _api_key(config: ServerConfig) -> bytes | None:
+    """The key clients must send, as the UTF-8 bytes compared with theirs; None: no check."""
+    source = "the server's api_key" if config.api_key is not None else "SELFMOA_API_KEY"
+    key = config.api_key.get_secret_value() if config.api_key is not None else os.environ.get("SELFMOA_API_KEY")
+    if not key:
+        return None
+    _SECRETS.add(key)
+    problem = _key_problem(key)
+    if problem:
+        logger.warning("%s %s", source, problem)
+    return key.encode("utf-8")
 
 
-async def _guarded(request: Request, api_key: str | None, handler: Callable[[], Awaitable[Response]]) -> Response:
+async def _guarded(request: Request, api_key: bytes | None, handler: Callable[[], Awaitable[Response]]) -> Response:
     try:
         _check_key(request, api_key)
         return await handler()
@@ -124,7 +126,7 @@ async def _guarded(request: Request, api_key: str | None, handler: Callable[[], 
 
 
 async def _chat(request: Request, config: ServerConfig, ensembles: _Ensembles, admission: _Admission) -> Response:
-    req = _parse(await _read_json(request, config.max_body_bytes))
+    req = _parse(await _read_json(request, config.max_body_bytes, config.read_timeout))
     name = normalise_name(req.model)
     spec, dynamic = ensembles.lookup(name)
     messages = to_messages(req.messages)

@@ -1,11 +1,14 @@
-"""Request bodies: read within the size limit, checked for depth and valid text, validated as a request.
+"""Request bodies: declared JSON, read within the size and time limits, checked for depth and valid text,
+validated as a request.
 
 The body is read by hand rather than by FastAPI, so that every limit answers with its own
-status (413 for size) and a one-line OpenAI-shaped error.
+status (415 for another type, 413 for size, 408 for a body too slow to arrive) and a one-line
+OpenAI-shaped error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -14,13 +17,43 @@ from pydantic import ValidationError
 
 from selfmoa.graphs.spec import one_line
 from selfmoa.server.errors import _ApiError
+from selfmoa.server.guards import _check_json_type
 from selfmoa.server.schemas import ChatCompletionRequest
 
 _DRAIN_FACTOR = 8  # an oversized body is read (and dropped) up to this many limits, so the client sees the 413
 _MAX_DEPTH = 32  # nesting levels a request body may have; a chat request needs 4
 
 
-async def _read_json(request: Request, limit: int) -> dict:
+async def _read_json(request: Request, limit: int, seconds: float) -> dict:
+    """The request's body as a JSON object, within `limit` bytes and `seconds` of reading.
+
+    Raises:
+        _ApiError: 415, 413, 408 or 400, in one line.
+    """
+    _check_json_type(request)
+    try:
+        # A client that sends half a body and then nothing would otherwise hold its
+        # connection, and this request, for as long as it likes.
+        async with asyncio.timeout(seconds):
+            body = await _read_body(request, limit)
+    except TimeoutError:
+        raise _ApiError(
+            408, f"the request body did not arrive within the server's read_timeout of {seconds:g} s; send it "
+            "whole and at once, or raise server.read_timeout", code="request_timeout", headers={"Connection": "close"},
+        ) from None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:  # also invalid UTF-8, and numbers of over 4,300 digits
+        raise _ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # the JSON reader recurses once per level
+        raise _too_deep() from None
+    _check_tree(data)
+    if not isinstance(data, dict):
+        raise _ApiError(400, f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
+    return data
+
+
+async def _read_body(request: Request, limit: int) -> bytearray:
     declared = request.headers.get("content-length", "")
     too_big = declared.isdigit() and int(declared) > limit
     body, seen = bytearray(), 0
@@ -37,16 +70,7 @@ async def _read_json(request: Request, limit: int) -> dict:
         body += chunk
     if too_big:
         raise _ApiError(413, f"request body larger than the server's limit of {limit} bytes", code="request_too_large")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:  # also invalid UTF-8, and numbers of over 4,300 digits
-        raise _ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:  # the JSON reader recurses once per level
-        raise _too_deep() from None
-    _check_tree(data)
-    if not isinstance(data, dict):
-        raise _ApiError(400, f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
-    return data
+    return body
 
 
 def _too_deep() -> _ApiError:

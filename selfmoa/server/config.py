@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from selfmoa.graphs.spec import MoASpec, one_line, parse_spec
 from selfmoa.runtime.errors import SpecError
 
-__all__ = ["ServerConfig", "load_config"]
+__all__ = ["ServerConfig", "canonical_origin", "load_config"]
 
 
 class ServerConfig(BaseModel):
@@ -51,6 +52,28 @@ class ServerConfig(BaseModel):
     """Parallel slots of the embedded llama.cpp server; one server is shared by every preset."""
     api_key: SecretStr | None = None
     """Bearer token clients must send; None reads `SELFMOA_API_KEY`, and no key means no check."""
+    dynamic_remote_without_key: bool = False
+    """Whether a server without an API key serves `<preset>:<model>` names on endpoints that are not
+    on this machine (`openai:*`, ...); by default only local models, so that any web page or
+    neighbour reaching the server cannot spend a paid endpoint's credit."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Web page origins (`scheme://host[:port]`) whose browser requests are served, with CORS; requests
+    with any other `Origin` header than the server's own get 403."""
+    read_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a client may take to send a request's headers, and again its body; slower ones are cut off."""
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        out = []
+        for origin in origins:
+            canonical = canonical_origin(origin)
+            if canonical is None:
+                raise ValueError(
+                    f"{origin!r} is not an origin; write scheme://host[:port] such as 'http://localhost:3000', no path"
+                )
+            out.append(canonical)
+        return out
 
     @field_validator("presets")
     @classmethod
@@ -62,6 +85,27 @@ class ServerConfig(BaseModel):
         return presets
 
 
+def canonical_origin(text: str) -> str | None:
+    """The form browsers send in `Origin` (lower case, no default port), or None if `text` is no http(s) origin.
+
+    Example:
+        >>> canonical_origin("HTTP://LocalHost:80/"), canonical_origin("https://[::1]:8443"), canonical_origin("null")
+        ('http://localhost', 'https://[::1]:8443', None)
+    """
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:  # a port that is no number, or out of range
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    if parts.query or parts.fragment or parts.username is not None:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
 def load_config(path: str | Path) -> ServerConfig:
     """Read a YAML (or JSON) config file: named ensembles plus optional server settings.
 
@@ -70,6 +114,7 @@ def load_config(path: str | Path) -> ServerConfig:
         server:
           max_concurrency: 2
           dynamic_models: ["local", "local:*", "openai:gpt-4o*"]
+          allowed_origins: ["http://localhost:3000"]   # a web app that calls the server from the browser
         my-hybrid:
           layers:
             - - {model: "openai:gpt-4o-mini", samples: 3}

@@ -8,9 +8,11 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from langchain_core.language_models import BaseChatModel
 
+from selfmoa.endpoints import is_loopback_host
 from selfmoa.graphs.hybrid import create_from_spec
 from selfmoa.graphs.spec import MoASpec, map_models, parse_spec
 from selfmoa.runtime.errors import SpecError
@@ -49,8 +51,9 @@ _MAX_GRAPHS = 64  # compiled graph variants kept (name x max_tokens), least rece
 class _Ensembles:
     """Resolves model names to specs and keeps one compiled graph per (name, max_tokens)."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, *, keyed: bool = False):
         self.config = config
+        self.remote_allowed = keyed or config.dynamic_remote_without_key
         self.builtins = {name: parse_spec(make(config.default_model)) for name, make in BUILTIN_PRESETS.items()}
         self._graphs: OrderedDict[tuple[str, int | None], asyncio.Future] = OrderedDict()
 
@@ -90,6 +93,13 @@ class _Ensembles:
         if not any(fnmatch.fnmatchcase(model, pattern) for pattern in self.config.dynamic_models):
             allowed = ", ".join(self.config.dynamic_models) or "none"
             return f"this server allows these models after '<preset>:': {allowed}"
+        if not self.remote_allowed and not _is_local(model):
+            # Without a key, anyone (or any web page) that reaches the server could spend a
+            # paid endpoint's credit through these names; local models cost nothing.
+            return (
+                "this server has no SELFMOA_API_KEY, so '<preset>:<model>' names run local models only; set "
+                "SELFMOA_API_KEY, or server.dynamic_remote_without_key: true in the config file, to allow other endpoints"
+            )
         return None
 
     async def graph(self, name: str, spec: MoASpec, max_tokens: int | None) -> Any:
@@ -128,3 +138,18 @@ class _Ensembles:
             return made[model]
 
         return create_from_spec(map_models(spec, make)).compile()
+
+
+def _is_local(model: str) -> bool:
+    """Whether a model string runs on this machine: the embedded models, or an endpoint on loopback.
+
+    Example:
+        >>> [_is_local(m) for m in ("local", "local:smollm2-135m", "openai:m@http://127.0.0.1:8080/v1", "openai:gpt-4o")]
+        [True, True, True, False]
+    """
+    prefix, _, rest = model.partition(":")
+    if prefix == "local":
+        return True
+    if prefix == "openai" and "@" in rest:
+        return is_loopback_host(urlsplit(rest.partition("@")[2]).hostname or "")
+    return False

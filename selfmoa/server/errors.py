@@ -25,6 +25,7 @@ from selfmoa.runtime.secrets import redact
 
 logger = logging.getLogger("selfmoa.server")
 
+_MISSING_KEY = "needs an API key"  # how selfmoa.runtime's ModelResolutionError says a key variable is unset
 _SECRETS: set[str] = set()  # API keys of the apps in this process, kept out of responses and logs
 
 
@@ -96,6 +97,10 @@ def _classify(exc: BaseException, *, dynamic: bool) -> _ApiError:
             return _ApiError(504, message, code="aggregator_timeout")
         return _ApiError(502, message, code="aggregation_failed")
     if isinstance(exc, ModelResolutionError):
+        if _MISSING_KEY in message:
+            # The client asked for a model the server offers; the server lacks its key. The
+            # runtime's message names the variable (never its value) and says to set it.
+            return _ApiError(503, f"server configuration error, not the request's: {message}", code="configuration_error")
         # A model named in the request that cannot be made is "no such model here"; one
         # from the server's own presets is a server-side problem.
         if dynamic:

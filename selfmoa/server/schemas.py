@@ -6,7 +6,15 @@ import unicodedata
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from selfmoa.server.errors import _ApiError
 
@@ -23,13 +31,25 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content", mode="wrap")
+    @classmethod
+    def _content(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # Pydantic's own error names each arm of the union in its internal spelling
+        # ("list[dict[str,any]]"); one sentence in the API's terms replaces them.
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(
+                'content must be a string or a list of text parts such as [{"type": "text", "text": "Hi"}]'
+            ) from None
+
 
 class StreamOptions(BaseModel):
     """`stream_options` of a request."""
 
     model_config = ConfigDict(extra="allow")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -48,7 +68,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=_MAX_INT32)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # what OpenAI-compatible servers take
     n: int | None = Field(default=None, ge=1)
-    stream: bool | None = False
+    stream: StrictBool | None = False  # strict: "yes", 1 or "false" is a mistake to report, not a truth value
     stream_options: StreamOptions | None = None
     tools: list[Any] | None = None
 
@@ -66,21 +86,29 @@ def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
     out: list[BaseMessage] = []
     kinds = {"system": SystemMessage, "developer": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
     for i, message in enumerate(messages):
-        content = message.content
-        if isinstance(content, list):
-            texts = []
-            for part in content:
-                if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise _ApiError(
-                        400,
-                        f"messages[{i}]: only text content parts are supported, got type {part.get('type')!r}",
-                        code="unsupported_content",
-                        param=f"messages[{i}].content",
-                    )
-                texts.append(part["text"])
-            content = "\n".join(texts)
+        content = _text_of(i, message.content) if isinstance(message.content, list) else message.content
         out.append(kinds[message.role](content or ""))
     return out
+
+
+def _text_of(i: int, parts: list[dict[str, Any]]) -> str:
+    """The text of message `i`'s content parts, joined by newlines; 400 for a part that is not text."""
+    texts = []
+    for part in parts:
+        if part.get("type") != "text":
+            raise _ApiError(
+                400,
+                f"messages[{i}]: only text content parts are supported, got type {part.get('type')!r}",
+                code="unsupported_content",
+                param=f"messages[{i}].content",
+            )
+        if not isinstance(part.get("text"), str):
+            raise _ApiError(
+                400, f"messages[{i}]: a text part's 'text' must be a string, as in {{\"type\": \"text\", \"text\": \"Hi\"}}",
+                code="invalid_request", param=f"messages[{i}].content",
+            )
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def normalise_name(name: str) -> str:
