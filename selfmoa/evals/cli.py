@@ -58,7 +58,7 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
     draws = load_draws(out)
     meta["cut"] = cut_replies(draws, args.task, items, meta["max_tokens"], max([args.samples, *settings.sweep]))
     meta["cut_aggregations"] = cut_aggregations(draws, by_config, meta["max_tokens"], args.temperature, args.seed)
-    report = build_report(by_config, meta, embed)
+    report = build_report(by_config, meta, embed, answer_of=getattr(task, "answer_of", None))  # what vote reads
     written = write_report(report, out, with_plots=not args.no_plots, name=args.report)
     if not args.quiet:
         print((out / f"{args.report}.md").read_text(encoding="utf-8"), file=sys.stderr)

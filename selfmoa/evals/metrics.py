@@ -233,23 +233,39 @@ def vendi(embeddings: Any) -> float:
 
 
 def summarize(records: Sequence[dict], embed: Embedder | None = None) -> dict[str, Any]:
-    """The figures of one configuration from its records (one per item)."""
+    """The figures of one configuration from its records (one per item).
+
+    Calls and tokens are what each record's `usage` counts, so a configuration that stops
+    drawing early (records with `drawn`, the samples it drew) is charged for what it drew;
+    it also gets `drawn_per_item`, the mean of `drawn`.
+
+    Example:
+        >>> recs = [{"correct": True, "usage": {"calls": 3, "input_tokens": 10, "output_tokens": 4}, "wall_s": 1.0,
+        ...          "proposals": [], "drawn": 2},
+        ...         {"correct": False, "usage": {"calls": 7}, "wall_s": 2.0, "proposals": [], "drawn": 6}]
+        >>> fig = summarize(recs)
+        >>> fig["calls_per_item"], fig["input_tokens_per_item"], fig["drawn_per_item"], fig["accuracy"]
+        (5, 5, 4.0, 0.5)
+    """
     n = len(records)
     if not n:
         return {"items": 0}
+    usages = [r.get("usage") or {} for r in records]
     out: dict[str, Any] = {
         "items": n,
         "correct": sum(bool(r["correct"]) for r in records),
         "accuracy": mean(bool(r["correct"]) for r in records),
         "errors": sum(bool(r.get("error")) for r in records),
-        "calls_per_item": mean(r["usage"]["calls"] for r in records),
-        "input_tokens_per_item": mean(r["usage"]["input_tokens"] for r in records),
-        "output_tokens_per_item": mean(r["usage"]["output_tokens"] for r in records),
+        "calls_per_item": mean(u.get("calls", 0) for u in usages),
+        "input_tokens_per_item": mean(u.get("input_tokens", 0) for u in usages),
+        "output_tokens_per_item": mean(u.get("output_tokens", 0) for u in usages),
         "wall_s_per_item": mean(r["wall_s"] for r in records),
         "quality": None,
         "oracle": None,
         "diversity": None,
     }
+    if any("drawn" in r for r in records):  # adaptive: fewer samples where they agree early
+        out["drawn_per_item"] = float(mean(r.get("drawn", len(r.get("proposals") or [])) for r in records))
     scored = [[p["correct"] for p in r["proposals"] if p["correct"] is not None] for r in records]
     scored = [s for s in scored if s]
     if scored:
@@ -332,3 +348,13 @@ def fit_quality_diversity(rows: Sequence[dict]) -> dict[str, Any]:
     note = "few points: with 3 parameters the fit is loose" if len(by_point) < 8 else ""
     return {"configs": len(pts), "points": len(by_point), "alpha": float(coef[0]), "beta": float(coef[1]),
             "gamma": float(coef[2]), "r2": r2, "note": note}
+
+
+def r2_text(fit: dict) -> str:
+    """The fit's R² for the report; undefined when every accuracy is equal.
+
+    Example:
+        >>> r2_text({"r2": 0.91234}), r2_text({"r2": None})
+        ('R² = 0.912', 'R² undefined (equal accuracies)')
+    """
+    return "R² undefined (equal accuracies)" if fit["r2"] is None else f"R² = {fit['r2']:.3f}"

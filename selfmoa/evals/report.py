@@ -1,4 +1,4 @@
-"""Write an eval's figures: results.md (table), results.json (all figures), PNG plots."""
+"""Write an eval's figures: results.md (tables), results.json (all figures), PNG plots (`selfmoa.evals.plots`)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from selfmoa.evals.metrics import Embedder, diversity_method, fit_quality_diversity, memoized, summarize
-from selfmoa.evals.stats import mcnemar_exact, wilson
+from selfmoa.evals.agreement import (
+    agreement_figures,
+    agreement_findings,
+    agreement_markdown,
+    position_markdown,
+    position_picks,
+)
+from selfmoa.evals.metrics import Embedder, diversity_method, fit_quality_diversity, memoized, r2_text, summarize
+from selfmoa.evals.plots import ENSEMBLE, plots
+from selfmoa.evals.stats import holm, mcnemar_exact, wilson
+from selfmoa.nodes.answers import AnswerOf
 
 CUT_WARNING = 0.05
 """Share of drawn replies at max_tokens from which "What this shows" warns of the cut."""
 
 
-def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: Embedder | None) -> dict[str, Any]:
-    """All figures: one row per configuration, paired tests, the quality–diversity fit, the metadata.
+def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: Embedder | None,
+                 answer_of: AnswerOf | None = None) -> dict[str, Any]:
+    """All figures: one row per configuration, paired tests, agreement, the quality–diversity fit, the metadata.
 
     Each row has the accuracy with its 95% Wilson interval, calls and tokens per item, the
     mean accuracy of its samples (`quality`), the share of items with a right sample
     (`oracle`, pass@k), and exact McNemar tests against `single` and against the `vote`
-    configuration on the same samples, over the items both have.
+    configuration on the same samples, over the items both have, each with its p-value
+    Holm-adjusted within its family (all tests against `single`; all against vote). A
+    configuration with several samples also has `agreement` (what the samples' agreement
+    predicts, read with the task's `answer_of`: see `selfmoa.evals.agreement`), and a
+    one-shot `select` the positions its judge picked (`position`).
     """
     rows = []
     computed: dict[tuple, str] = {}
@@ -34,13 +48,11 @@ def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: 
         keys = tuple((r["item"], r["key"]) for r in records)
         if keys and keys in computed:
             row["same_as"] = computed[keys]  # e.g. seq whose window holds every sample = self-moa
+        else:
+            _add_agreement(row, records, answer_of)
         computed.setdefault(keys, name)
         rows.append(row)
-    for row in rows:
-        pairs = {"single": "single", "vote": _vote_of(row["config"]), "fixed": _fixed_of(row["config"])}
-        for key, against in pairs.items():
-            if against and against != row["config"] and by_config.get(against) and by_config.get(row["config"]):
-                row[f"vs_{key}"] = _paired(by_config[row["config"]], by_config[against])
+    _add_tests(rows, by_config)
     # A computation reported under two names counts once in the fit.
     fitted = [r for r in rows if r.get("items") and not r.get("same_as")]
     # The paper's fit is of its aggregator, synthesis; other modes of the same samples would
@@ -49,8 +61,32 @@ def build_report(by_config: dict[str, list[dict]], meta: dict[str, Any], embed: 
     return {"meta": meta, "rows": rows, "fit": fit, "diversity_method": diversity_method(embed)}
 
 
-_ENSEMBLE = re.compile(r"(self-moa|seq) k=(\d+) (synthesize|select|vote)")
-"""A sampled ensemble's configuration name: method, k and mode."""
+def _add_agreement(row: dict[str, Any], records: list[dict], answer_of: AnswerOf | None) -> None:
+    """Agreement against accuracy for an ensemble; for a one-shot `select`, the positions picked."""
+    figures = agreement_figures(records, answer_of)
+    if figures:
+        row["agreement"] = figures
+    if re.search(r"\bselect\b", row["config"]) and (picks := position_picks(records)):
+        row["position"] = picks
+
+
+def _add_tests(rows: list[dict[str, Any]], by_config: dict[str, list[dict]]) -> None:
+    """Paired tests against single, vote and fixed N; p-values against single and vote Holm-adjusted."""
+    for row in rows:
+        pairs = {"single": "single", "vote": _vote_of(row["config"]), "fixed": _fixed_of(row["config"])}
+        for key, against in pairs.items():
+            if against and against != row["config"] and by_config.get(against) and by_config.get(row["config"]):
+                row[f"vs_{key}"] = _paired(by_config[row["config"]], by_config[against])
+    by_name = {r["config"]: r for r in rows}
+    for key in ("vs_single", "vs_vote"):
+        # One family each; a row that repeats another's computation repeats its test, counted once.
+        family = [r for r in rows if r.get(key) and not r.get("same_as")]
+        for row, adjusted in zip(family, holm([r[key]["p"] for r in family]), strict=True):
+            row[key]["p_holm"] = adjusted
+        for row in rows:
+            original = by_name.get(row.get("same_as") or "", {}).get(key)
+            if row.get(key) and original and "p_holm" in original:
+                row[key]["p_holm"] = original["p_holm"]
 
 
 def _vote_of(config: str) -> str | None:
@@ -79,9 +115,11 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
 
     The best configuration and its paired test against `single`; every configuration
     significantly better or worse than `single` (exact McNemar p < `alpha`); where choosing
-    by vote differs significantly from another aggregation of the same samples; how often
-    model A's samples are right against its greedy answer (sampling alone can cost accuracy);
-    and how much of the oracle (any sample right) the best aggregation reaches.
+    by vote differs significantly from another aggregation of the same samples; which of
+    those stay below `alpha` once Holm-adjusted; how often model A's samples are right
+    against its greedy answer (sampling alone can cost accuracy); how much of the oracle
+    (any sample right) the best aggregation reaches; what the samples' agreement predicts
+    and how often `select` picks the sample shown first; replies cut by max_tokens.
 
     Example:
         >>> rows = [{"config": "single", "items": 50, "correct": 20, "accuracy": 0.4},
@@ -99,23 +137,9 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
     best = max(rows, key=lambda r: (r["accuracy"], -r.get("calls_per_item", 0)))
     out = [f"The best configuration is {best['config']}, right on {best['correct']} of {best['items']} items "
            f"({best['accuracy']:.3f})" + (f"; against single {_test(best['vs_single'])}." if best.get("vs_single") else ".")]
-    better = [r for r in rows if (t := r.get("vs_single")) and t["p"] < alpha and t["a_only"] > t["b_only"]]
-    worse = [r for r in rows if (t := r.get("vs_single")) and t["p"] < alpha and t["a_only"] < t["b_only"]]
-    if not better and not worse:
-        out.append(f"No configuration differs significantly from single (paired exact McNemar, p < {alpha:g}).")
-    for label, group in (("better", better), ("worse", worse)):
-        if group:
-            listed = "; ".join(f"{r['config']} {_test(r['vs_single'])}" for r in group)
-            out.append(f"Significantly {label} than single (p < {alpha:g}): {listed}.")
-    against_vote = [r for r in rows if (t := r.get("vs_vote")) and t["p"] < alpha]
-    if against_vote:
-        listed = "; ".join(
-            f"{r['config']} {'beats' if r['vs_vote']['a_only'] > r['vs_vote']['b_only'] else 'loses to'} vote "
-            f"{_test(r['vs_vote'])}" for r in against_vote
-        )
-        out.append(f"On the same samples: {listed}.")
+    out += _significant(rows, alpha)
     sampled = [(int(m.group(2)), r) for r in rows
-               if (m := _ENSEMBLE.fullmatch(r["config"])) and m.group(1) == "self-moa" and r.get("quality") is not None]
+               if (m := ENSEMBLE.fullmatch(r["config"])) and m.group(1) == "self-moa" and r.get("quality") is not None]
     single = next((r for r in rows if r["config"] == "single"), None)
     if sampled and single:  # sampling can cost accuracy before any aggregation
         top = max(sampled, key=lambda kr: kr[0])[1]  # the largest k: most samples
@@ -129,6 +153,45 @@ def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
         reached = max(r["accuracy"] for r in rows if r["config"] != "single")
         out.append(f"At least one sample was right on {top['oracle']:.3f} of items ({top['config']}); "
                    f"the best aggregation of them reached {reached:.3f}.")
+    return out + agreement_findings(report) + _cut_warnings(report)
+
+
+def _significant(rows: list[dict[str, Any]], alpha: float) -> list[str]:
+    """The paired tests with p < `alpha`, against single and against vote, and which survive Holm's correction."""
+    out = []
+    better = [r for r in rows if (t := r.get("vs_single")) and t["p"] < alpha and t["a_only"] > t["b_only"]]
+    worse = [r for r in rows if (t := r.get("vs_single")) and t["p"] < alpha and t["a_only"] < t["b_only"]]
+    if not better and not worse:
+        out.append(f"No configuration differs significantly from single (paired exact McNemar, p < {alpha:g}).")
+    for label, group in (("better", better), ("worse", worse)):
+        if group:
+            listed = "; ".join(f"{r['config']} {_test(r['vs_single'])}" for r in group)
+            out.append(f"Significantly {label} than single (p < {alpha:g}): {listed}.")
+    out += _holm_note(rows, "vs_single", "single", alpha)
+    against_vote = [r for r in rows if (t := r.get("vs_vote")) and t["p"] < alpha]
+    if against_vote:
+        listed = "; ".join(
+            f"{r['config']} {'beats' if r['vs_vote']['a_only'] > r['vs_vote']['b_only'] else 'loses to'} vote "
+            f"{_test(r['vs_vote'])}" for r in against_vote
+        )
+        out.append(f"On the same samples: {listed}.")
+        out += _holm_note(rows, "vs_vote", "vote", alpha)
+    return out
+
+
+def _holm_note(rows: list[dict[str, Any]], key: str, against: str, alpha: float) -> list[str]:
+    """Which raw-significant tests stay below `alpha` once Holm-adjusted over their family."""
+    family = [r for r in rows if r.get(key) and "p_holm" in r[key]]
+    if not any(r[key]["p"] < alpha for r in family):
+        return []
+    kept = [r["config"] for r in family if r[key]["p_holm"] < alpha]
+    return [f"Holm-adjusted over the {len(family)} comparisons with {against}, "
+            + (f"p < {alpha:g} remains for: {', '.join(kept)}." if kept else f"none remains below {alpha:g}.")]
+
+
+def _cut_warnings(report: dict[str, Any]) -> list[str]:
+    """Warnings for replies stopped by max_tokens: drawn replies, then aggregator replies."""
+    out = []
     meta = report.get("meta") or {}
     for name, (n, total) in (meta.get("cut") or {}).items():
         if total and n / total >= CUT_WARNING:
@@ -161,7 +224,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _test(t: dict | None) -> str:
     if not t:
         return "–"
-    return f"+{t['a_only']}/−{t['b_only']}, p={t['p']:.2g}"
+    holm_p = f" (Holm {t['p_holm']:.2g})" if "p_holm" in t else ""
+    return f"+{t['a_only']}/−{t['b_only']}, p={t['p']:.2g}{holm_p}"
 
 
 def _shard_note(shard: Sequence[int] | None) -> list[str]:
@@ -173,9 +237,32 @@ def _shard_note(shard: Sequence[int] | None) -> list[str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The results table in Markdown, with the fit and the run's metadata under it."""
+    """The results table in Markdown, with what it shows, agreement, the fit and the run's metadata under it."""
     meta = report["meta"]
-    lines = [
+    lines = _header(meta) + _table(report["rows"]) + _fixed_notes(report["rows"]) + _cut_notes(report)
+    lines += agreement_markdown(report) + position_markdown(report)
+    lines += ["", "What this shows (computed from the tables):", ""] + [f"- {f}" for f in findings(report)]
+    fit = report["fit"]
+    lines.append("")
+    if report.get("diversity_method"):
+        d = report["diversity_method"]
+        lines.append(f"Diversity: {d['metric']}, over {d['embeddings']} embeddings.")
+        lines.append("")
+    if "alpha" in fit:
+        lines.append(
+            f"Fit over {fit['points']} distinct sample sets ({fit['configs']} configurations): accuracy ≈ "
+            f"{fit['alpha']:.3f}·quality + {fit['beta']:.3f}·diversity + {fit['gamma']:.3f}, {r2_text(fit)}. "
+            f"{fit['note']}".rstrip()
+        )
+    else:
+        lines.append(f"No quality–diversity fit: {fit['note']}.")
+    lines += ["", f"Command: `{meta['command']}`", "",
+              f"Machine: {meta['machine']}. Date: {meta['date']}. Wall time of this invocation: {meta['elapsed_s']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def _header(meta: dict[str, Any]) -> list[str]:
+    return [
         f"# selfmoa eval: {meta['task']}",
         "",
         f"Models: {', '.join(meta['models'])} (A = first: it proposes and aggregates). Samples k = "
@@ -185,28 +272,42 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *_shard_note(meta.get("shard")),
         "Accuracy with its 95% Wilson interval. *vs single* and *vs vote*: items only this configuration got "
-        "right / items only the other got right, and the exact McNemar p-value, over the same items. "
-        "*mean sample*: accuracy of the samples themselves; *oracle*: share of items with at least one right "
-        "sample (pass@k).",
+        "right / items only the other got right, and the exact McNemar p-value, over the same items; in brackets "
+        "the p-value Holm-adjusted over all the table's comparisons with single (with vote, for *vs vote*), each "
+        "repeated computation counted once. *mean sample*: accuracy of the samples themselves; *oracle*: share of "
+        "items with at least one right sample (pass@k).",
         "",
-        "| config | items | accuracy [95% CI] | vs single | vs vote | mean sample | oracle | diversity "
-        "| calls/item | in tok/item | out tok/item | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in report["rows"]:
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    """The main table; a *samples drawn* column when a configuration draws as many samples as it needs."""
+    drawn = any(r.get("drawn_per_item") is not None for r in rows)
+    extra = " samples drawn (mean) |" if drawn else ""
+    lines = ["| config | items | accuracy [95% CI] | vs single | vs vote | mean sample | oracle | diversity |"
+             f"{extra} calls/item | in tok/item | out tok/item | errors |",
+             "| --- |" + " ---: |" * (11 + drawn)]
+    for r in rows:
         if not r.get("items"):
-            lines.append(f"| {r['config']} | 0 | | | | | | | | | | |")
+            lines.append(f"| {r['config']} | 0 |" + " |" * (10 + drawn))
             continue
         same = f" (= {r['same_as']})" if r.get("same_as") else ""
         lo, hi = r.get("interval", (0.0, 1.0))
+        cell = f" {_fmt(r.get('drawn_per_item'), 1)} |" if drawn else ""
         lines.append(
             f"| {r['config']}{same} | {r['items']} | {r['accuracy']:.3f} ({r['correct']}/{r['items']}) "
             f"[{lo:.2f}, {hi:.2f}] | {_test(r.get('vs_single'))} | {_test(r.get('vs_vote'))} | {_fmt(r['quality'])} "
-            f"| {_fmt(r.get('oracle'))} | {_fmt(r['diversity'], 2)} | {r['calls_per_item']:.1f} "
+            f"| {_fmt(r.get('oracle'))} | {_fmt(r['diversity'], 2)} |{cell} {r['calls_per_item']:.1f} "
             f"| {r['input_tokens_per_item']:.0f} | {r['output_tokens_per_item']:.0f} | {r['errors']} |"
         )
-    by_name = {r["config"]: r for r in report["rows"]}
-    for r in report["rows"]:
+    return lines
+
+
+def _fixed_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Seq stopped early against the same seq run to its last sample."""
+    lines: list[str] = []
+    by_name = {r["config"]: r for r in rows}
+    for r in rows:
         base = by_name.get(_fixed_of(r["config"]))
         if r.get("vs_fixed") and base and base.get("calls_per_item"):
             fewer = 1 - r["calls_per_item"] / base["calls_per_item"]
@@ -216,6 +317,12 @@ def markdown(report: dict[str, Any]) -> str:
                 f"against {base['accuracy']:.3f} (95% interval of the latter [{base['interval'][0]:.2f}, "
                 f"{base['interval'][1]:.2f}]); paired: {_test(r['vs_fixed'])}."
             )]
+    return lines
+
+
+def _cut_notes(report: dict[str, Any]) -> list[str]:
+    """How many drawn and aggregator replies reached max_tokens."""
+    meta, lines = report["meta"], []
     cut = meta.get("cut") or {}
     if cut:
         listed = "; ".join(f"{name}: {n} of {total}" for name, (n, total) in cut.items())
@@ -230,24 +337,7 @@ def markdown(report: dict[str, Any]) -> str:
                       "configurations."]
     elif meta.get("cut_aggregations"):
         lines += ["", f"No aggregator reply reached max_tokens {meta['max_tokens']}."]
-    lines += ["", "What this shows (computed from the table):", ""] + [f"- {f}" for f in findings(report)]
-    fit = report["fit"]
-    lines.append("")
-    if report.get("diversity_method"):
-        d = report["diversity_method"]
-        lines.append(f"Diversity: {d['metric']}, over {d['embeddings']} embeddings.")
-        lines.append("")
-    if "alpha" in fit:
-        lines.append(
-            f"Fit over {fit['points']} distinct sample sets ({fit['configs']} configurations): accuracy ≈ "
-            f"{fit['alpha']:.3f}·quality + {fit['beta']:.3f}·diversity + {fit['gamma']:.3f}, {_r2(fit)}. "
-            f"{fit['note']}".rstrip()
-        )
-    else:
-        lines.append(f"No quality–diversity fit: {fit['note']}.")
-    lines += ["", f"Command: `{meta['command']}`", "",
-              f"Machine: {meta['machine']}. Date: {meta['date']}. Wall time of this invocation: {meta['elapsed_s']:.0f} s."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def machine() -> str:
@@ -265,81 +355,6 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.machine()}, Python {platform.python_version()}"
 
 
-def plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
-    """PNG plots: accuracy per config, quality/diversity vs accuracy, accuracy vs samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in report["rows"] if r.get("items")]
-    task = report["meta"]["task"]
-    written = []
-
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 3.6))
-    ax.bar([r["config"] for r in rows], [r["accuracy"] for r in rows], color="tab:blue")
-    for i, r in enumerate(rows):
-        ax.text(i, r["accuracy"], f"{r['accuracy']:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(f"{task}: accuracy per configuration (n={rows[0]['items'] if rows else 0})")
-    ax.tick_params(axis="x", rotation=30, labelsize=8)
-    fig.tight_layout()
-    written.append(out / f"{prefix}accuracy.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-
-    pts = [r for r in rows if r.get("quality") is not None and not r.get("same_as")]
-    if pts:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
-        for ax, key, label in ((axes[0], "quality", "proposal quality (mean sample accuracy)"),
-                               (axes[1], "diversity", "diversity (Vendi score)")):
-            sel = [r for r in pts if r.get(key) is not None]
-            ax.scatter([r[key] for r in sel], [r["accuracy"] for r in sel])
-            for r in sel:
-                ax.annotate(r["config"], (r[key], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            ax.set_xlabel(label)
-        axes[0].set_ylabel("final accuracy")
-        fit = report["fit"]
-        title = (f"accuracy ≈ {fit['alpha']:.2f}·q + {fit['beta']:.2f}·d + {fit['gamma']:.2f}, {_r2(fit)} "
-                 f"({fit['points']} sample sets)" if "alpha" in fit else f"no fit: {fit['note']}")
-        fig.suptitle(f"{task}: quality vs diversity — {title}", fontsize=9)
-        fig.tight_layout()
-        written.append(out / f"{prefix}quality_diversity.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-
-    series: dict[str, list[tuple[int, float]]] = {}
-    for r in rows:
-        m = _ENSEMBLE.fullmatch(r["config"])
-        if m and not r.get("same_as"):  # seq with every sample in one window is self-moa: drawn once
-            k = int(m.group(2))
-            series.setdefault(f"{m.group(1)} {m.group(3)}", []).append((k, r["accuracy"]))
-            if m.group(1) == "self-moa" and r.get("oracle") is not None:
-                series.setdefault("oracle (any sample right)", []).append((k, r["oracle"]))
-                series.setdefault("mean sample", []).append((k, r["quality"]))
-    if any(len(v) >= 2 for v in series.values()):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        styles = {"oracle (any sample right)": ":", "mean sample": ":"}
-        for name, pts_k in sorted(series.items()):
-            pts_k = sorted(set(pts_k))
-            ax.plot([k for k, _ in pts_k], [a for _, a in pts_k], marker="o", linestyle=styles.get(name, "-"), label=name)
-        single = next((r for r in rows if r["config"] == "single"), None)
-        if single:
-            ax.axhline(single["accuracy"], color="grey", linestyle="--", label="single (greedy)")
-        ax.set_xticks(sorted({k for pts_k in series.values() for k, _ in pts_k}))
-        ax.set_xlabel("samples k")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(f"{task}: accuracy vs samples (n={rows[0]['items']} items, same samples for every line)", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out / f"{prefix}samples.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    return written
-
-
 def write_report(report: dict[str, Any], out: Path, *, with_plots: bool = True, name: str = "results") -> list[Path]:
     """Write NAME.json, NAME.md and (optionally) the plots into `out`.
 
@@ -355,6 +370,3 @@ def write_report(report: dict[str, Any], out: Path, *, with_plots: bool = True, 
         written += plots(report, out, prefix="" if name == "results" else f"{name}-")
     return written
 
-
-def _r2(fit: dict) -> str:
-    return "R² undefined (equal accuracies)" if fit["r2"] is None else f"R² = {fit['r2']:.3f}"

@@ -1,15 +1,22 @@
-"""Small exact statistics for paired accuracy comparisons (no scipy needed).
+"""Small statistics for paired accuracy comparisons and for agreement as a signal (no scipy needed).
 
 Every configuration of an eval answers the same items from the same samples, so two
 configurations are compared item by item: only the items where exactly one of them is
 right carry information, and the exact McNemar test is a two-sided binomial test on
-those (McNemar 1947; exact form as in Fagerland, Lydersen & Laake 2013).
+those (McNemar 1947; exact form as in Fagerland, Lydersen & Laake 2013). A report makes many
+such tests, so `holm` adjusts their p-values for multiple comparisons; `auroc` and
+`bootstrap_interval` measure how well a score (the samples' agreement) predicts correctness.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def wilson(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -45,3 +52,80 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int
     n = a_only + b_only
     tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1)) / 2**n if n else 0.5
     return {"a_only": a_only, "b_only": b_only, "p": min(1.0, 2 * tail)}
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (Holm 1979), in the order given.
+
+    The i-th smallest of m p-values is multiplied by m - i + 1, the products are made
+    non-decreasing in that order and capped at 1. Calling significant every test whose
+    adjusted p is below alpha keeps the chance of any false positive in the family at most
+    alpha, whatever the dependence between the tests.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03, 0.005])
+        [0.03, 0.06, 0.06, 0.02]
+        >>> holm([0.5, 0.9]), holm([])
+        ([1.0, 1.0], [])
+    """
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: pvalues[j])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve of `scores` as a predictor of `labels`; None without both classes.
+
+    The probability that a random positive scores higher than a random negative, a tie
+    counting one half (the Mann–Whitney U over positives × negatives): 1 ranks every
+    positive first, 0.5 is chance.
+
+    Example:
+        >>> auroc([0.9, 0.8, 0.5, 0.5, 0.2], [True, True, False, True, False])  # 5.5 of 6 pairs
+        0.9166666666666666
+        >>> auroc([1, 1], [True, False]), auroc([1, 0], [True, True])
+        (0.5, None)
+    """
+    if len(scores) != len(labels):
+        raise ValueError(f"auroc needs one label per score, got {len(scores)} and {len(labels)}")
+    positives = Counter(s for s, y in zip(scores, labels, strict=True) if y)
+    negatives = Counter(s for s, y in zip(scores, labels, strict=True) if not y)
+    n_pos, n_neg = sum(positives.values()), sum(negatives.values())
+    if not n_pos or not n_neg:
+        return None
+    wins, below = 0.0, 0
+    for s in sorted(set(positives) | set(negatives)):
+        wins += positives[s] * (below + negatives[s] / 2)
+        below += negatives[s]
+    return wins / (n_pos * n_neg)
+
+
+def bootstrap_interval(
+    statistic: Callable[[list[T]], float | None], items: Sequence[T], *, reps: int = 2000, seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of `statistic` over resamples of `items` (with replacement).
+
+    Each resample draws len(items) items, so paired figures (a score and its label) stay
+    together. Resamples on which the statistic is undefined (None) are left out; None when
+    more than half are. Fixed `seed`: the same items give the same interval.
+
+    Example:
+        >>> lo, hi = bootstrap_interval(lambda xs: sum(xs) / len(xs), [0, 1] * 50)
+        >>> 0.38 < lo < 0.45 < 0.55 < hi < 0.62
+        True
+        >>> bootstrap_interval(lambda xs: None, [1, 2]) is None
+        True
+    """
+    if not items:
+        return None
+    rng = random.Random(seed)
+    values = sorted(v for _ in range(reps) if (v := statistic(rng.choices(items, k=len(items)))) is not None)
+    if 2 * len(values) < reps:
+        return None
+    tail = (1 - level) / 2
+    return values[round(tail * (len(values) - 1))], values[round((1 - tail) * (len(values) - 1))]
