@@ -267,7 +267,7 @@ def test_the_chat_model_and_the_server_carry_the_agreement(agreefake):
     graph = create_self_moa("agreefake:m", samples=4, mode="vote", answer_of="number")
     reply = MoAChatModel(graph=graph.compile()).invoke("Hi")
     assert reply.response_metadata["selfmoa"]["agreement"]["counts"] == {"7": 3, "8": 1}
-    with app_client(dynamic_models=["agreefake:*"]) as client:
+    with app_client(dynamic_models=["agreefake:*"], dynamic_remote_without_key=True) as client:
         response = client.post(URL, json={"model": "self-moa-adaptive:agreefake:x", "messages": [
             {"role": "user", "content": "Hi"}]})
     assert response.status_code == 200, response.text
