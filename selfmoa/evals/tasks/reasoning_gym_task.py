@@ -13,44 +13,22 @@ reported items use seed 42.
 
 from __future__ import annotations
 
-import re
-
+from selfmoa.evals.tasks._extract import stated_answer
 from selfmoa.evals.tasks.base import Item
-from selfmoa.nodes.answers import canonical_number
 
 SEED = 42
 SIZE = 200
 INSTRUCTION = "Work it out, then end with a last line of the form 'Answer: <number>'."
 
 
-_NUMBER = r"-?\d+(?:\.\d+)?"
-_MARK = re.compile(r"answer\s*(?:is\b\s*:?|:)", re.IGNORECASE)
-
-
 def extract(answer: str) -> str | None:
-    """The final answer of a reply: what follows the last "Answer:" (or "answer is"), else the last number.
-
-    LaTeX wrappers (`\\boxed{}`, `\\(`, `\\[`, `$`) are dropped first. Of the marked line,
-    the result after its last "=" (or "equals") counts; a lone number is written
-    canonically ("-3.0" is "-3", "-0" is "0"), anything else is returned as it stands, so
-    that a restated expression ("Answer: -4 - 0 * -7") is not read as its first term.
+    """The answer a reply states (`selfmoa.evals.tasks._extract.stated_answer`): what the verifier compares.
 
     Example:
-        >>> extract("Answer: 25 - (-43) = 25 + 43 = 68."), extract("the final answer is:\\n\\\\[ \\\\boxed{-3.0} \\\\]")
-        ('68', '-3')
-        >>> extract("Answer: -4 - 0 * -7"), extract("it is -2")
-        ('-4 - 0 * -7', '-2')
+        >>> extract("Answer: 25 - (-43) = 25 + 43 = 68."), extract("Answer: -4 - 0 * -7"), extract("it is -2")
+        ('68', '-4 - 0 * -7', None)
     """
-    text = re.sub(r"\\boxed\{([^{}]*)\}", r"\1", (answer or "").replace("**", ""))
-    text = re.sub(r"\\[\[\]()]|\$", " ", text)
-    marks = list(_MARK.finditer(text))
-    if not marks:
-        numbers = re.findall(_NUMBER, text)
-        return canonical_number(numbers[-1]) if numbers else None
-    line = text[marks[-1].end():].strip(" \t\n:").split("\n", 1)[0]
-    result = re.split(r"=|\bequals\b", line)[-1]
-    lone = re.fullmatch(r"\s*(" + _NUMBER + r")\s*[.!]?\s*", result)
-    return canonical_number(lone.group(1)) if lone else (line.strip() or None)
+    return stated_answer(answer)
 
 
 class ReasoningGymArithmetic:
