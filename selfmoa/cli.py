@@ -179,6 +179,11 @@ def _add_eval(commands: argparse._SubParsersAction[_Parser]) -> None:
     ev.add_argument("--aggregations", default="synthesize,select,vote", metavar="MODES",
                     help="comma-separated aggregation modes to compare on the same samples (default: all three)")
     ev.add_argument("--patience", type=_at_least(1), help="also run seq stopping once its answer held this many steps")
+    ev.add_argument("--select-orders", default="given", metavar="ORDERS", help="comma-separated: how select shows "
+                    "the judge the candidates, one configuration each: given (as drawn), shuffled, both (default: given, "
+                    "as in the committed reports)")
+    ev.add_argument("--adaptive", metavar="RULES", help="also replay adaptive sampling with vote on the drawn samples, "
+                    "comma-separated BATCH:MARGIN[:anchor] rules, e.g. 2:2,2:2:anchor (anchor: the greedy answer votes first)")
     ev.add_argument("--workers", type=_at_least(1), default=4, help="aggregations of one item run at once (default: 4)")
     ev.add_argument("--window", type=_at_least(2), default=4, help="references per seq aggregation step (default: 4)")
     ev.add_argument("--reserved", type=_at_least(1), default=2, help="seq window slots repeating the synthesis (default: 2)")

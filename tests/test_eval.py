@@ -493,3 +493,25 @@ def test_a_patience_report_sits_beside_the_main_one_and_compares_with_fixed_n(tm
 def test_a_report_name_is_a_plain_name(name, capsys):
     assert main(["eval", "--task", "hellaswag", "--report", name]) == 2
     assert "must be a plain name" in capsys.readouterr().err
+
+
+def test_adaptive_rules_and_select_orders_replay_the_same_draw(tmp_path):
+    settings = EvalSettings(task="hellaswag", methods=["single", "self-moa"], models=["evalfake:a"], limit=4, samples=6,
+                            aggregations=["select", "vote"], orders=["given", "shuffled"],
+                            adaptive=[(2, 2, False), (2, 2, True)])
+    by_config = run_eval(settings, tmp_path, progress=False)
+    # One draw of 6 samples and one greedy answer per item; select (given, shuffled) one call each; no other.
+    assert _calls() == 4 * (6 + 1 + 2)
+    plain, anchored = by_config["adaptive k=6 b=2 m=2 vote"], by_config["adaptive k=6 b=2 m=2 anchored vote"]
+    # A's samples 0 and 1 are right and agree: the plain rule stops after the first batch, right.
+    assert [(r["drawn"], r["stopped"], r["correct"], r["usage"]["calls"]) for r in plain] == [(2, "agreed", True, 2)] * 4
+    assert all(r["agreement"]["share"] == 1.0 for r in plain)
+    # Anchored: the greedy answer votes first. Right on items 1-2 (greedy agrees with sample 1); on
+    # items 3-4 it is wrong, ties sample 1, and samples 2-3 side with it: 4 drawn, wrong.
+    assert [(r["drawn"], r["correct"]) for r in anchored] == [(2, True), (2, True), (4, False), (4, False)]
+    assert [p["text"] for p in anchored[0]["proposals"]][0] == by_config["single"][0]["answer"]
+    shuffled = by_config["self-moa k=6 select shuffled"]
+    orders = [tuple(r["order"][0]) for r in shuffled]
+    assert all(sorted(o) == list(range(6)) for o in orders) and len(set(orders)) > 1
+    assert [r["correct"] for r in shuffled] == [True] * 4
+    assert [r["order"] for r in by_config["self-moa k=6 select"]] == [[list(range(6))]] * 4  # as drawn

@@ -173,7 +173,8 @@ def test_the_cli_gives_the_report_the_tasks_extractor(monkeypatch, tmp_path):
     args = eval_cli.argparse.Namespace(
         task="gsm8k", methods="self-moa", models="m", limit=1, skip=0, samples=2, samples_sweep=None, temperature=0.7,
         max_tokens=None, seed=0, window=4, reserved=2, threads=None, aggregations="vote", patience=None, workers=1,
-        shard=None, out=str(tmp_path), rescore=False, quiet=True, no_diversity=True, report="results", no_plots=True)
+        shard=None, out=str(tmp_path), rescore=False, quiet=True, no_diversity=True, report="results", no_plots=True,
+        adaptive=None, select_orders="given")
     with pytest.raises(SystemExit):
         eval_cli.eval_main(args)
     assert seen["answer_of"] is eval_cli.get_task("gsm8k").answer_of

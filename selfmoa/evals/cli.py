@@ -22,6 +22,22 @@ def _ints(text: str | None) -> list[int]:
         raise ValueError(f"--samples-sweep takes comma-separated integers such as 2,4,6, got {text!r}") from None
 
 
+def _rules(text: str | None) -> list[tuple[int, int, bool]]:
+    """`--adaptive` rules: BATCH:MARGIN[:anchor], comma-separated.
+
+    Example:
+        >>> _rules("2:2,1:3:anchor")
+        [(2, 2, False), (1, 3, True)]
+    """
+    rules = []
+    for part in (p.strip() for p in (text or "").split(",") if p.strip()):
+        fields = part.split(":")
+        if len(fields) not in (2, 3) or not all(f.isdigit() and int(f) > 0 for f in fields[:2]) or fields[2:] not in ([], ["anchor"]):
+            raise ValueError(f"--adaptive takes BATCH:MARGIN[:anchor] rules such as 2:2,2:2:anchor, got {part!r}")
+        rules.append((int(fields[0]), int(fields[1]), fields[2:] == ["anchor"]))
+    return rules
+
+
 def eval_main(args: argparse.Namespace, embed=None) -> int:
     """Run the eval the arguments describe, then write the report; returns the exit status."""
     task = get_task(args.task)
@@ -32,7 +48,8 @@ def eval_main(args: argparse.Namespace, embed=None) -> int:
         limit=args.limit, skip=args.skip, samples=args.samples, sweep=_ints(args.samples_sweep), temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, window=args.window, reserved=args.reserved, threads=args.threads,
         aggregations=[m.strip() for m in args.aggregations.split(",") if m.strip()], patience=args.patience,
-        workers=args.workers, shard=args.shard,
+        workers=args.workers, shard=args.shard, adaptive=_rules(args.adaptive),
+        orders=[o.strip() for o in args.select_orders.split(",") if o.strip()],
     )
     out = Path(args.out)
     if args.rescore:

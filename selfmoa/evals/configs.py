@@ -36,6 +36,10 @@ class Config:
     """The proposer mix in the paper's notation, e.g. AAABBB."""
     patience: int | None = None
     """seq only: stop once the synthesis has kept its answer this many steps."""
+    order: str = "given"
+    """select only: how the judge sees the candidates (given, shuffled, both)."""
+    adaptive: tuple[int, int, bool] | None = None
+    """self-moa only: (batch, margin, anchor) of adaptive sampling, replayed on a prefix of the draw."""
 
     @property
     def samples(self) -> int:
@@ -51,6 +55,10 @@ class Config:
                 "aggregator": None if self.aggregate == "vote" else self.aggregator, **settings}
         if self.aggregate == "select":  # its prompts changed once; records made with others are not reused
             comp["select_prompts"] = hashlib.sha256((SELECT_PROMPT + SELECT_ASK).encode()).hexdigest()[:8]
+            if self.order != "given":  # records made before orders existed showed the candidates as drawn
+                comp["order"] = self.order
+        if self.adaptive is not None:
+            comp["adaptive"] = list(self.adaptive)
         if window is not None:  # a window that holds every sample is one-shot aggregation
             comp.update(window=window, reserved=self.reserved)
             if self.patience is not None:
@@ -71,14 +79,17 @@ def mix_label(counts: Sequence[int]) -> str:
 def build_configs(
     methods: Sequence[str], models: Sequence[str], *, samples: int, sweep: Sequence[int] = (),
     window: int = 4, reserved: int = 2, aggregations: Sequence[str] = AGGREGATIONS,
-    patience: int | None = None,
+    patience: int | None = None, orders: Sequence[str] = ("given",), adaptive: Sequence[tuple[int, int, bool]] = (),
 ) -> list[Config]:
     """The configurations of an eval, in report order.
 
     `single` is the first model, greedy. `self-moa` samples the first model k times and
     aggregates in each mode; `seq` aggregates the same samples through a sliding window
     (synthesize and select; with `patience`, also stopping early); `moa` mixes the models
-    (for A, B: AAABBB and BBBBBB, aggregated by A; AAAAAA is self-moa).
+    (for A, B: AAABBB and BBBBBB, aggregated by A; AAAAAA is self-moa). `orders` adds a
+    self-moa `select` per order of showing the candidates besides "given" (named "select
+    shuffled", "select both"); `adaptive` adds, per (batch, margin, anchor) rule, a self-moa
+    `vote` that stops drawing once the samples agree, replayed on a prefix of the same draw.
 
     Example:
         >>> [c.name for c in build_configs(["single", "moa"], ["a", "b"], samples=6, aggregations=["vote"])]
@@ -86,6 +97,8 @@ def build_configs(
     """
     _check_options(methods, models, samples=samples, sweep=sweep, window=window, reserved=reserved,
                    aggregations=aggregations, patience=patience)
+    if any(o not in ("given", "shuffled", "both") for o in orders) or (adaptive and "self-moa" not in methods):
+        raise ValueError("--select-orders takes given, shuffled and both; --adaptive needs self-moa in --methods")
     a = models[0]
     ks = sorted({*sweep, samples})
     configs: list[Config] = []
@@ -95,8 +108,13 @@ def build_configs(
         elif method == "self-moa":
             for k in ks:
                 for agg in aggregations:
-                    name = f"self-moa k={k} {agg}"
-                    configs.append(Config(name, method, ((a, k),), a, agg, None, reserved, mix_label([k])))
+                    for order in (orders if agg == "select" else ("given",)):
+                        name = f"self-moa k={k} {agg}" + ("" if order == "given" else f" {order}")
+                        configs.append(Config(name, method, ((a, k),), a, agg, None, reserved, mix_label([k]), order=order))
+            for batch, margin, anchor in adaptive:
+                name = f"adaptive k={samples} b={batch} m={margin}{' anchored' if anchor else ''} vote"
+                configs.append(Config(name, method, ((a, samples),), a, "vote", None, reserved, mix_label([samples]),
+                                      adaptive=(batch, margin, anchor)))
         elif method == "seq":
             for k in ks:
                 for agg in (x for x in aggregations if x != "vote"):

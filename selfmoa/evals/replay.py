@@ -35,6 +35,8 @@ class ReplayChatModel(BaseChatModel):
     base: int
     samples: Sequence[dict[str, Any]]
     """Per sample: `text`, `usage` (input/output tokens) and, for a failed draw, `error`."""
+    greedy: Sequence[dict[str, Any]] | None = None
+    """The greedy draw (one sample), answered to a call at temperature 0 (adaptive's anchor)."""
 
     @property
     def _llm_type(self) -> str:
@@ -42,9 +44,12 @@ class ReplayChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         seed = kwargs.get("seed")
-        if seed is None or not 0 <= seed - self.base < len(self.samples):
+        if kwargs.get("temperature") == 0 and self.greedy:
+            sample = self.greedy[0]
+        elif seed is None or not 0 <= seed - self.base < len(self.samples):
             raise LookupError(f"no drawn sample for seed {seed} (base {self.base}, {len(self.samples)} drawn)")
-        sample = self.samples[seed - self.base]
+        else:
+            sample = self.samples[seed - self.base]
         if sample.get("error"):
             raise ReplayError(sample["error"])
         usage = sample.get("usage") or {}

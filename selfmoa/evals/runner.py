@@ -56,6 +56,10 @@ class EvalSettings:
     threads: int | None = None
     aggregations: list[str] = field(default_factory=lambda: list(AGGREGATIONS))
     patience: int | None = None
+    orders: list[str] = field(default_factory=lambda: ["given"])
+    """How `select` shows the candidates, one configuration each (given, shuffled, both)."""
+    adaptive: list[tuple[int, int, bool]] = field(default_factory=list)
+    """Adaptive-sampling rules (batch, margin, anchor) to replay on the drawn samples, with vote."""
     workers: int = 4
     """Aggregations of one item run at once (the embedded model decodes them as one batch)."""
     shard: tuple[int, int] | None = None
@@ -111,7 +115,8 @@ def aggregate_unit(task: Task, item: Item, config: Config, draws: dict[str, list
             usage = usage_counts(result["usage"]["total"])
             aggregations = len(result.get("aggregations") or [])
             last = (result.get("aggregations") or [{}])[-1]
-            extra = {k: last[k] for k in ("chosen", "votes") if k in last}
+            extra = {k: last[k] for k in ("chosen", "votes", "order", "picks") if k in last}
+            extra.update(agreement=result.get("agreement"), drawn=len(result["proposals"]))
             # Per aggregator call, so the report can count syntheses stopped by max_tokens.
             extra["aggregator_output"] = [a["usage"]["output_tokens"] for a in result.get("aggregations") or []
                                           if a["usage"]["calls"]]
@@ -135,18 +140,19 @@ def aggregate_unit(task: Task, item: Item, config: Config, draws: dict[str, list
 def _replay_spec(task: Task, config: Config, draws: dict[str, list[dict]], models: dict[str, Any],
                  s: EvalSettings) -> dict[str, Any]:
     """The ensemble spec of `config`: its proposers replay the drawn samples, its aggregator is the real model."""
-    layers = [{"model": ReplayChatModel(model=name, base=s.seed, samples=draws[name]), "samples": n}
-              for name, n in config.proposers]
-    aggregator: dict[str, Any] = {"mode": config.aggregate}
-    if config.aggregate == "vote":
-        aggregator["answer_of"] = getattr(task, "answer_of", None)
-    else:
+    # The greedy answer is there for the anchored adaptive rule: its temperature-0 first sample.
+    layers = [{"model": ReplayChatModel(model=name, base=s.seed, samples=draws[name], greedy=draws.get("greedy")),
+               "samples": n} for name, n in config.proposers]
+    aggregator: dict[str, Any] = {"mode": config.aggregate, "order": config.order, "answer_of": getattr(task, "answer_of", None)}
+    if config.aggregate != "vote":
         aggregator["model"] = models[config.aggregator or config.proposers[0][0]]
     if config.window is not None and config.samples > config.window:
         aggregator.update(window=config.window, reserved=config.reserved)
         if config.patience is not None:  # "the same answer" as the task reads answers
-            aggregator.update(patience=config.patience, answer_of=getattr(task, "answer_of", None))
-    return {"layers": [layers], "aggregator": aggregator, "temperature": s.temperature, "seed": s.seed}
+            aggregator.update(patience=config.patience)
+    adaptive = None if config.adaptive is None else dict(zip(("batch", "margin", "anchor"), config.adaptive, strict=True))
+    return {"layers": [layers], "aggregator": aggregator, "temperature": s.temperature, "seed": s.seed,
+            "adaptive": adaptive}
 
 def _settings_key(s: EvalSettings, task: Task) -> dict[str, Any]:
     return {"temperature": s.temperature, "max_tokens": s.max_tokens or task.max_tokens, "seed": s.seed}
@@ -182,7 +188,8 @@ def run_eval(
     if s.shard:
         items = items[s.shard[0]::s.shard[1]]
     configs = build_configs(s.methods, s.models, samples=s.samples, sweep=s.sweep, window=s.window,
-                            reserved=s.reserved, aggregations=s.aggregations, patience=s.patience)
+                            reserved=s.reserved, aggregations=s.aggregations, patience=s.patience,
+                            orders=s.orders, adaptive=s.adaptive)
     skey = _settings_key(s, task)
     done = load_records(out)
     todo = [item for item in items if _pending(configs, done, s.task, item.id, skey)]
@@ -215,7 +222,7 @@ def _run_items(task: Task, todo: list[Item], configs: list[Config], skey: dict[s
             if bar:
                 bar.set_postfix_str(f"item {item.id}: drawing", refresh=True)
             samples = _draw_item(task, item, s, need, drawn, model, max_tokens, draws_sink,
-                                 greedy="single" in s.methods)
+                                 greedy="single" in s.methods or any(a[2] for a in s.adaptive))
             pending = _pending(configs, done, s.task, item.id, skey)
             for c in pending:
                 if c.aggregator and c.aggregate != "vote":
