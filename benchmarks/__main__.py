@@ -18,6 +18,7 @@ BENCHMARKS = {
     "P3": ("p3_batch", "500 prompts x Self-MoA(6), 64 calls in flight: (a) 100 ms vs a bare graph, (b) 1 s vs ideal"),
     "P4": ("p4_seq_scale", "Self-MoA-Seq N = 10, 100, 1000: prompt size, checkpoint bytes, wall time"),
     "P5": ("p5_local_model", "embedded model: 6 concurrent vs 6 sequential requests"),
+    "P6": ("p6_adaptive", "adaptive sampling: run vs (batches drawn + 1) model latencies (fake model, L = 0.2 s)"),
 }
 
 

@@ -18,7 +18,8 @@ import asyncio
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from benchmarks._common import atime, finish, median, verdict
-from selfmoa import create_moa, create_self_moa, create_self_moa_seq, window_calls
+from selfmoa import create_moa, create_self_moa, create_self_moa_seq
+from selfmoa.nodes.schedule import window_calls
 from selfmoa.testing import FakeChatModel
 
 QUESTION = {"messages": [("user", "What is 17*3?")]}

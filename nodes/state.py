@@ -113,7 +113,8 @@ class EnsembleContext:
     proposer's model, `samples` every proposer entry's samples, `aggregator` and
     `aggregator_temperature` the aggregator's model and temperature, `mode`, `window`
     and `reserved` the aggregator's (a window only resizes a Self-MoA-Seq graph), and
-    `temperature`, `seed`, `prompt`, `max_tokens` the spec's own.
+    `temperature`, `seed`, `prompt`, `max_tokens`, `adaptive` (a dict of `AdaptiveSpec`'s
+    fields, or true) the spec's own.
     """
 
     model: str | None = None
@@ -127,20 +128,21 @@ class EnsembleContext:
     seed: int | None = None
     prompt: str | None = None
     max_tokens: int | None = None
+    adaptive: dict[str, Any] | bool | None = None
 
     def __init__(self, **settings: Any) -> None:
         # Written out rather than generated, so that a misspelt key (LangGraph builds the
         # context from the run's dict) is a one-line error that names the keys.
-        known = [f.name for f in fields(EnsembleContext)]
-        unknown = [key for key in settings if key not in known]
+        # CONTEXT_FIELDS names every field (tests/test_schema.py checks it).
+        unknown = [key for key in settings if key not in CONTEXT_FIELDS]
         if unknown:
-            raise SpecError(f"unknown run context key {unknown[0]!r}; the keys are {', '.join(known)}")
-        for name in known:
+            raise SpecError(f"unknown run context key {unknown[0]!r}; the keys are {', '.join(f.name for f in fields(self))}")
+        for name in CONTEXT_FIELDS:
             setattr(self, name, settings.get(name))
 
 
 CONTEXT_FIELDS: dict[str, str] = {
-    **{name: name for name in ("temperature", "seed", "prompt", "max_tokens")},
+    **{name: name for name in ("temperature", "seed", "prompt", "max_tokens", "adaptive")},
     **{name: f"aggregator.{name}" for name in ("mode", "window", "reserved")},
     "model": "layers.*.proposers.*.model", "samples": "layers.*.proposers.*.samples",
     "aggregator": "aggregator.model", "aggregator_temperature": "aggregator.temperature",

@@ -18,6 +18,7 @@ import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from selfmoa import EnsembleContext, MoASpec, create_moa, create_self_moa, create_self_moa_seq
 from selfmoa.graphs.options import FLAT_AGGREGATOR, RunOptions
@@ -78,8 +79,12 @@ def test_every_run_context_field_sets_a_spec_field_of_its_type():
     hints = typing.get_type_hints(EnsembleContext)
     for name, path in CONTEXT_FIELDS.items():
         spec_types = _members(_field(MoASpec, path.split(".")).annotation)
-        # A context field is the spec field's type, unset (None) when the graph's value stays.
-        assert _members(hints[name]) - {type(None)} <= spec_types, (name, spec_types)
+        # A context field is the spec field's type, unset (None) when the graph's value stays;
+        # a field that is a spec model of its own comes as its data (a dict, or true for its defaults).
+        if any(isinstance(t, type) and issubclass(t, BaseModel) for t in spec_types):
+            spec_types |= {dict, bool}
+        context_types = {typing.get_origin(t) or t for t in _members(hints[name])}
+        assert context_types - {type(None)} <= spec_types, (name, spec_types)
 
 
 def test_every_context_field_reaches_the_spec():
@@ -87,13 +92,15 @@ def test_every_context_field_reaches_the_spec():
     values = {"model": "openai:z", "samples": 5, "temperature": 0.3, "seed": 9, "prompt": "Refs: {references}",
               "max_tokens": 11, "aggregator": "openai:y", "aggregator_temperature": 0.2, "mode": "select",
               "window": 5, "reserved": 1}
-    assert sorted(values) == sorted(CONTEXT_FIELDS)
+    assert sorted([*values, "adaptive"]) == sorted(CONTEXT_FIELDS)  # adaptive: one-shot graphs only, below
     out = apply_context(spec, EnsembleContext(**values)).model_dump()
     for name, value in values.items():
         node = out
         for part in CONTEXT_FIELDS[name].split("."):
             node = node[0] if part == "*" else node[part]
         assert node == value, name
+    one_shot = apply_context(MoASpec(layers=[["openai:a"]]), {"adaptive": {"batch": 3, "anchor": True}})
+    assert one_shot.adaptive is not None and (one_shot.adaptive.batch, one_shot.adaptive.anchor) == (3, True)
 
 
 def test_factory_options_are_spec_fields_of_the_same_type():
