@@ -54,6 +54,15 @@ TEMPERATURE = 0.7
 WINDOW = 6
 RESERVED = 3
 
+# Every number a spec takes has a stated range, refused at validation in one line wherever it
+# enters (factory, spec file, CLI, server request, run context): a count large enough to
+# exhaust memory, an infinite delay or temperature, a seed past what endpoints take are errors.
+MAX_SAMPLES = 1024
+"""Most samples per proposer entry and proposers per layer (also bounds window, batch, margin, patience)."""
+MAX_LAYERS = 16
+MAX_SEED = 2**31 - 1 - 16 * MAX_SAMPLES * MAX_SAMPLES
+"""Largest base seed: with every sample's offset added, seeds stay within a signed 32-bit integer."""
+
 _MODEL_HINT = "a model must be a model string like 'openai:gpt-4o-mini' or 'local', or a LangChain chat model"
 
 
@@ -74,8 +83,8 @@ class ProposerSpec(_Spec):
     """
 
     model: Model
-    samples: StrictInt = Field(default=1, ge=1)
-    temperature: float | None = Field(default=None, ge=0)
+    samples: StrictInt = Field(default=1, ge=1, le=MAX_SAMPLES)
+    temperature: float | None = Field(default=None, ge=0, le=2)
     """Overrides the spec's `temperature` for this proposer."""
 
     _non_empty_model = field_validator("model")(_check_model)
@@ -92,7 +101,7 @@ class LayerSpec(_Spec):
     A bare list is read as `{"proposers": <list>}`.
     """
 
-    proposers: list[ProposerSpec] = Field(min_length=1)
+    proposers: list[ProposerSpec] = Field(min_length=1, max_length=MAX_SAMPLES)
 
     @model_validator(mode="before")
     @classmethod
@@ -121,16 +130,16 @@ class AggregatorSpec(_Spec):
     model: Model | None = None
     """Aggregator model; None means the first proposer model of the last layer (Self-MoA)."""
     mode: Literal["synthesize", "select", "vote"] = "synthesize"
-    window: StrictInt | None = Field(default=None, ge=2)
+    window: StrictInt | None = Field(default=None, ge=2, le=MAX_SAMPLES)
     """References per aggregation call (W) for Self-MoA-Seq; None: one call over all proposals."""
-    reserved: StrictInt = Field(default=RESERVED, ge=1)
+    reserved: StrictInt = Field(default=RESERVED, ge=1, le=MAX_SAMPLES)
     """Window slots that repeat the current synthesis (R, 0 < R < W)."""
-    temperature: float | None = Field(default=0.0, ge=0)
+    temperature: float | None = Field(default=0.0, ge=0, le=2)
     answer_of: str | Callable[[str], str | None] | None = Field(default=None, exclude=True)
     """What `vote` (and `patience`) compares: the name of a built-in extractor (`number`, `letter`,
     `last_line`) or, in Python, any callable from a reply to its short answer. None: the
     whole reply with whitespace and case normalised."""
-    patience: StrictInt | None = Field(default=None, ge=1)
+    patience: StrictInt | None = Field(default=None, ge=1, le=MAX_SAMPLES)
     """Window mode: stop drawing samples once P window steps in a row kept the answer of
     the step before (compared through `answer_of`); the answer is the latest synthesis.
     None: aggregate every sample."""
@@ -184,9 +193,9 @@ class AdaptiveSpec(_Spec):
     YAML, `adaptive: true` takes the defaults.
     """
 
-    batch: StrictInt = Field(default=2, ge=1)
+    batch: StrictInt = Field(default=2, ge=1, le=MAX_SAMPLES)
     """Samples drawn at a time, in parallel."""
-    margin: StrictInt = Field(default=2, ge=1)
+    margin: StrictInt = Field(default=2, ge=1, le=MAX_SAMPLES)
     """Stop once the leading short answer has this many more samples than the second."""
     anchor: bool = False
     """Draw the first sample greedily (temperature 0); it votes like any other."""
@@ -220,34 +229,34 @@ class MoASpec(_Spec):
     """
 
     name: str | None = None
-    layers: list[LayerSpec] = Field(min_length=1)
+    layers: list[LayerSpec] = Field(min_length=1, max_length=MAX_LAYERS)
     aggregator: AggregatorSpec = AggregatorSpec()
-    temperature: float | None = Field(default=TEMPERATURE, ge=0)
+    temperature: float | None = Field(default=TEMPERATURE, ge=0, le=2)
     """Sampling temperature of the proposers (None: each model's default)."""
-    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     """Most tokens per reply of every model given as a string (None: each model's default).
     A chat model instance keeps its own setting."""
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
     """Base seed: proposer i of a run gets seed + i, the aggregator gets seed."""
     sampling: Literal["parallel", "n"] = "parallel"
     """How the samples of one proposer are drawn: one request each, in parallel (the
     default; right for llama.cpp, vLLM and unknown endpoints), or one request asking for
     `n` choices (for endpoints known to return them with correct usage, faster there)."""
-    min_proposals: StrictInt = Field(default=1, ge=1)
+    min_proposals: StrictInt = Field(default=1, ge=1, le=MAX_SAMPLES)
     """Successful proposals needed per layer to go on; failures below it stop the run."""
-    max_attempts: StrictInt = Field(default=2, ge=1)
+    max_attempts: StrictInt = Field(default=2, ge=1, le=10)
     """Attempts per model call (1 = no retry)."""
-    retry_delay: float = Field(default=0.5, ge=0)
-    timeout: float | None = Field(default=None, gt=0)
+    retry_delay: float = Field(default=0.5, ge=0, le=60)
+    timeout: float | None = Field(default=None, gt=0, le=86_400)
     """Seconds one model call may take."""
     prompt: str = AGGREGATE_PROMPT
     """Aggregation prompt; `{references}` is replaced by the numbered responses (the only
     placeholder: other braces are text, nothing is formatted)."""
-    max_reference_chars: StrictInt | None = Field(default=24_000, ge=100)
+    max_reference_chars: StrictInt | None = Field(default=24_000, ge=100, le=100_000_000)
     """Most characters of references (proposals, or synthesis and samples in a window)
     one call sees in all; longer references are trimmed to fit, with a warning in the
     run's `warnings` (None: no limit)."""
-    max_input_chars: StrictInt | None = Field(default=None, ge=1)
+    max_input_chars: StrictInt | None = Field(default=None, ge=1, le=100_000_000)
     """Most characters the conversation may hold; a longer one is refused before any call
     with an `InputError` (None: no limit besides the models' known contexts, which are
     always checked, e.g. the embedded model's)."""

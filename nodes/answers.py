@@ -45,7 +45,11 @@ def canonical_number(raw: str) -> str:
     Example:
         >>> canonical_number("18.0"), canonical_number("-0"), canonical_number("1200.50")
         ('18', '0', '1200.5')
+        >>> len(canonical_number("9" * 5000))  # a reply's 5,000-digit number stays as written
+        5000
     """
+    if len(raw) > 40:  # beyond any real answer: kept as written, not turned into a huge int
+        return raw
     try:
         value = Decimal(raw).normalize()
     except InvalidOperation:  # pragma: no cover - callers pass what a number pattern matched

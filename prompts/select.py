@@ -40,7 +40,8 @@ Placeholders:
     count: how many candidate responses there are.
 """
 
-_CHOICE = re.compile(r"(?:response|candidate|answer|option|#)\s*[:#]?\s*\[?(\d+)", re.IGNORECASE)
+# At most 9 digits: a reply's 5,000-digit number is no candidate, and never a huge int to parse.
+_CHOICE = re.compile(r"(?:response|candidate|answer|option|#)\s*[:#]?\s*\[?(\d{1,9})(?!\d)", re.IGNORECASE)
 
 
 def parse_choice(reply: str, count: int) -> int | None:
@@ -53,14 +54,8 @@ def parse_choice(reply: str, count: int) -> int | None:
         >>> parse_choice("Response 2", 3), parse_choice(" 3.", 3), parse_choice("Response 7", 3), parse_choice("the second", 3)
         (1, 2, None, None)
     """
-    marked = _CHOICE.findall(reply)
-    if marked:
-        number = int(marked[0])
-    else:
-        bare = re.fullmatch(r"\W*(\d+)\W*", reply.strip())
-        if bare is None:
-            return None
-        number = int(bare.group(1))
+    found = _CHOICE.findall(reply) or re.findall(r"^\W*(\d{1,9})\W*$", reply.strip())
+    number = int(found[0]) if found else 0
     return number - 1 if 1 <= number <= count else None
 
 

@@ -28,6 +28,7 @@ from selfmoa import (
     model_providers,
 )
 from selfmoa.cli import main as cli_main
+from selfmoa.graphs.spec import parse_spec
 from selfmoa.runtime.inputs import NO_INPUT
 from selfmoa.testing import FakeChatModel
 
@@ -350,3 +351,51 @@ def test_a_selfmoa_home_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys
     assert cli_main(["run", "--model", "local", "--samples", "2", "--quiet", "What is 17*3?"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "SELFMOA_HOME must be a directory" in err and "Errno" not in err
+
+
+@pytest.mark.parametrize(
+    "options, where",
+    [
+        ({"samples": 10**6}, "samples"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"retry_delay": float("inf")}, "retry_delay"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"seed": 10**30}, "seed"),
+        ({"seed": 2**63 - 3}, "seed"),
+        ({"max_attempts": 10**9}, "max_attempts"),
+        ({"adaptive": {"batch": 10**9}}, "adaptive.batch"),
+    ],
+)
+def test_every_number_has_a_range_refused_in_one_line_wherever_it_enters(options, where):
+    # A factory, a spec dict and a run context all refuse it before any call or allocation.
+    entries = [
+        lambda: create_self_moa(FM, **{k: v for k, v in options.items() if k != "samples"},
+                                **({"samples": options["samples"]} if "samples" in options else {})),
+        lambda: parse_spec({"layers": [[{"model": "openai:m", "samples": options.get("samples", 2)}]],
+                            **{k: v for k, v in options.items() if k != "samples"}}),
+    ]
+    if set(options) <= {"samples", "temperature", "seed"}:
+        entries.append(lambda: create_self_moa(FM, samples=2).compile().invoke(ask(), context=options))
+    for enter in entries:
+        with pytest.raises(SpecError) as err:
+            enter()
+        message = str(err.value)
+        assert "\n" not in message and where.split(".")[-1] in message and len(message) < 400
+
+
+def test_a_reply_with_a_huge_number_crashes_neither_vote_nor_select_nor_patience():
+    huge = "Answer: " + "9" * 5000
+    model = FakeChatModel(reply=lambda call: "Response " + "1" * 5000 if call.role == "aggregator" else huge)
+    for mode in ("vote", "select"):
+        out = create_self_moa(model, samples=3, mode=mode, answer_of="number").compile().invoke(ask())
+        assert out["answer"] == huge and out["agreement"]["share"] == 1.0
+    seq = create_self_moa_seq(model, samples=6, window=3, reserved=1, patience=1, answer_of="number")
+    assert seq.compile().invoke(ask())["stopped"] in ("settled", "samples")
+
+
+def test_the_retry_back_off_is_capped():
+    from selfmoa.runtime.policy import MAX_BACKOFF, CallPolicy
+
+    policy = CallPolicy(max_attempts=10, retry_delay=60)
+    assert [policy._backoff(n) for n in (1, 2, 9)] == [60, MAX_BACKOFF, MAX_BACKOFF] and MAX_BACKOFF == 60

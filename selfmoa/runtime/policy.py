@@ -24,6 +24,9 @@ from selfmoa.runtime.limiter import CallLimiter
 
 T = TypeVar("T")
 
+MAX_BACKOFF = 60.0
+"""Most seconds between two attempts of a call, however many failed before."""
+
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed call is worth another attempt (timeouts, connection errors, 408/429/5xx)."""
@@ -86,6 +89,11 @@ class CallPolicy:
             await self.limiter.aacquire()
         return await self._atimed(lambda: asyncio.wrap_future(_start_daemon(call, self._release)))
 
+    def _backoff(self, attempt: int) -> float:
+        # Doubled after each failed attempt, but never past a minute: with many attempts an
+        # uncapped doubling would wait hours before the last one.
+        return min(self.retry_delay * 2 ** (attempt - 1), MAX_BACKOFF)
+
     def _release(self) -> None:
         if self.limiter is not None:
             self.limiter.release()
@@ -106,7 +114,7 @@ class CallPolicy:
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
                 if attempt == self.max_attempts or not is_retryable(exc):
                     raise
-                time.sleep(self.retry_delay * 2 ** (attempt - 1))
+                time.sleep(self._backoff(attempt))
         raise AssertionError("unreachable")
 
     async def arun(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -120,7 +128,7 @@ class CallPolicy:
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
                 if n == self.max_attempts or not is_retryable(exc):
                     raise
-                await asyncio.sleep(self.retry_delay * 2 ** (n - 1))
+                await asyncio.sleep(self._backoff(n))
         raise AssertionError("unreachable")
 
     def invoke(
