@@ -299,7 +299,10 @@ def test_mcp_lists_the_graphs_and_self_moa_answers(server):
     structured = result.structured_content
     assert text.type == "text" and text.text.strip() and text.text == structured["answer"]
     assert not text.text.startswith("{'"), text.text
-    assert set(structured) == {"answer", "proposals", "aggregations", "usage", "warnings"}
+    assert set(structured) == {"answer", "proposals", "aggregations", "usage", "warnings", "agreement", "abstained",
+                               "escalated"}
+    # MCP's structured result carries the agreement of the run (4 samples behind the answer).
+    assert structured["agreement"]["samples"] == len(structured["proposals"]) == 4
     assert [p["sample"] for p in structured["proposals"]] == [0, 1, 2, 3]
     assert structured["usage"]["total"]["calls"] == 5
 
