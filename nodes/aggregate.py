@@ -147,7 +147,8 @@ class _Call:
             yield
         except Exception as exc:  # noqa: BLE001 - re-raised with the way to resume
             raise AggregationError(
-                f"aggregator {self.label!r} failed after {self.policy.max_attempts} attempt(s): {describe_error(exc)}; "
+                f"aggregator {self.label!r} failed in at most {self.policy.max_attempts} attempt(s) (an answer that "
+                f"began to stream is not tried again): {describe_error(exc)}; "
                 "the proposals are kept in the checkpoint, fix the aggregator and invoke the same thread again to resume"
             ) from exc
         add_tokens(self.usage, usage_of(self.reply))

@@ -96,6 +96,8 @@ class FakeChatModel(BaseChatModel):
     """selfmoa roles (`"proposer"`, `"aggregator"`) whose calls always fail."""
     fail_first: int = Field(default=0, ge=0)
     """The first this many calls fail, then calls succeed (for retry tests)."""
+    fail_mid_stream: int = Field(default=0, ge=0)
+    """The first this many streamed calls fail after their first chunk (a connection lost mid-answer)."""
     reply: Callable[[FakeCall], str] | None = None
     """Custom reply function; the default reply names the model and a digest of the input."""
     max_n: int | None = None
@@ -107,6 +109,7 @@ class FakeChatModel(BaseChatModel):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _in_flight: int = PrivateAttr(default=0)
     _peak: int = PrivateAttr(default=0)
+    _streamed: int = PrivateAttr(default=0)
 
     @property
     def _llm_type(self) -> str:
@@ -264,7 +267,7 @@ class FakeChatModel(BaseChatModel):
             result = self._finish(call)
         finally:
             self._end()
-        yield from _chunks(result)
+        yield from self._cut(_chunks(result))
 
     async def _astream(
         self,
@@ -279,8 +282,19 @@ class FakeChatModel(BaseChatModel):
             result = self._finish(call)
         finally:
             self._end()
-        for chunk in _chunks(result):
+        for chunk in self._cut(_chunks(result)):
             yield chunk
+
+    def _cut(self, chunks: Sequence[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
+        """The chunks of a streamed reply, or its first chunk and then a failure (`fail_mid_stream`)."""
+        with self._lock:
+            self._streamed += 1
+            fails = self._streamed <= self.fail_mid_stream
+        if not fails:
+            yield from chunks
+            return
+        yield chunks[0]
+        raise FakeModelError(f"injected failure of fake model {self.model!r} in the middle of a streamed reply")
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:

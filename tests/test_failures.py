@@ -103,7 +103,7 @@ def test_aggregator_failure_is_retried_then_clear_and_proposals_are_kept():
     with pytest.raises(AggregationError) as err:
         graph.invoke(ask(), config)
     assert len(judge.calls) == 2, "retried once"
-    assert "aggregator 'judge' failed after 2 attempt(s)" in str(err.value)
+    assert "aggregator 'judge' failed in at most 2 attempt(s)" in str(err.value)
     assert "invoke the same thread again to resume" in str(err.value)
     kept = graph.get_state(config).values["proposals"]
     assert len(kept) == 3 and all(p["text"] for p in kept)
@@ -255,3 +255,39 @@ def test_the_quorum_error_groups_identical_failures():
         "ConnectionRefusedError: connection refused by 127.0.0.1:9 - cannot reach the endpoint; is the server "
         "running and the base URL right? (m[0-5]); fix the model or endpoint, or lower min_proposals"
     )
+
+
+# --- a failure in the middle of a streamed answer ----------------------------------------------
+
+
+def _streaming_pair():
+    proposer = FakeChatModel(model="p")
+    aggregator = FakeChatModel(model="agg", fail_mid_stream=1)  # its first streamed reply breaks after one word
+    return proposer, aggregator
+
+
+def test_a_streamed_answer_that_fails_midway_ends_with_an_error_not_a_second_attempt():
+    from selfmoa import AggregationError, MoAChatModel
+
+    proposer, aggregator = _streaming_pair()
+    graph = create_self_moa(proposer, samples=2, aggregator=aggregator, retry_delay=0).compile()
+    chunks: list[str] = []
+    with pytest.raises(AggregationError, match="an answer that began to stream is not tried again"):
+        for message, _ in graph.stream({"messages": [("user", "Hi")]}, stream_mode="messages"):
+            chunks.append(message.content)
+    # One word of the one attempt reached the consumer, and no retry joined a second answer to it.
+    assert len(aggregator.calls) == 1 and len(chunks) == 1 and " " not in chunks[0]
+
+    proposer, aggregator = _streaming_pair()
+    chat = MoAChatModel(graph=create_self_moa(proposer, samples=2, aggregator=aggregator, retry_delay=0).compile())
+    with pytest.raises(AggregationError):
+        list(chat.stream("Hi"))
+    assert len(aggregator.calls) == 1
+
+
+def test_without_streaming_the_same_failure_is_retried():
+    proposer, aggregator = _streaming_pair()
+    aggregator.fail_first = 1  # fails before any token: retried, as any call
+    out = create_self_moa(proposer, samples=2, aggregator=aggregator, retry_delay=0).compile().invoke(
+        {"messages": [("user", "Hi")]})
+    assert out["answer"] and len(aggregator.calls) == 2

@@ -110,9 +110,6 @@ class CallLimiter:
     async def __aexit__(self, *exc: Any) -> None:
         self.release()
 
-    def __repr__(self) -> str:
-        return f"CallLimiter({self.limit})"
-
 
 def _grant(future: asyncio.Future, limiter: CallLimiter) -> None:
     # Runs on the waiter's loop. If the waiter was cancelled after being picked, pass the

@@ -81,7 +81,7 @@ def model_providers(providers: dict[str, Callable[..., BaseChatModel]]) -> Itera
         >>> with model_providers({"tmp": lambda name, **kw: FakeChatModel(model=name)}):
         ...     resolve_model("tmp:x").model
         'x'
-        >>> "tmp" in registered_model_providers()
+        >>> "tmp" in _PROVIDERS
         False
     """
     with _CACHE_LOCK:
@@ -98,18 +98,11 @@ def model_providers(providers: dict[str, Callable[..., BaseChatModel]]) -> Itera
                 register_model_provider(prefix, provider.factory, check=provider.check)
 
 
-def registered_model_providers() -> list[str]:
-    """The model-string prefixes known: the built-in ones (`local`, `openai`) and the registered ones."""
-    return sorted({*_PROVIDERS, *_BUILTIN})
-
-
 def _provider(prefix: str) -> _Provider | None:
-    if prefix in _PROVIDERS:
-        return _PROVIDERS[prefix]
-    if prefix not in _BUILTIN:
-        return None
-    factory, check = _BUILTIN[prefix]
-    return _Provider(_load(factory), _load(check) if check else None)
+    """The provider of a prefix: a registered one, else a built-in one (imported now), else None."""
+    if prefix in _PROVIDERS or prefix not in _BUILTIN:
+        return _PROVIDERS.get(prefix)
+    return _Provider(*(_load(path) if path else None for path in _BUILTIN[prefix]))
 
 
 def _load(path: str) -> Any:

@@ -15,9 +15,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import merge_configs
+from langgraph.constants import TAG_NOSTREAM
 
 from selfmoa.runtime.errors import status_of
 from selfmoa.runtime.limiter import CallLimiter
@@ -106,27 +109,31 @@ class CallPolicy:
         except TimeoutError:
             raise TimeoutError(f"model call took longer than {self.timeout:g}s") from None
 
-    def run(self, call: Callable[[], T]) -> T:
-        """Run a blocking call with retries and the time limit; raises the last error."""
+    def run(self, call: Callable[[], T], streamed: _FirstToken | None = None) -> T:
+        """Run a blocking call with retries and the time limit; raises the last error.
+
+        A call whose tokens have begun to stream (`streamed`) is not retried: a streaming
+        consumer would see two attempts joined. Its error ends the stream instead.
+        """
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return self._attempt(call)
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
-                if attempt == self.max_attempts or not is_retryable(exc):
+                if attempt == self.max_attempts or not is_retryable(exc) or (streamed and streamed.seen):
                     raise
                 time.sleep(self._backoff(attempt))
         raise AssertionError("unreachable")
 
-    async def arun(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Await a call with retries and the time limit; raises the last error."""
-        return await self._aretry(lambda: self._aattempt(call))
+    async def arun(self, call: Callable[[], Awaitable[T]], streamed: _FirstToken | None = None) -> T:
+        """Await a call with retries and the time limit; raises the last error (see `run`)."""
+        return await self._aretry(lambda: self._aattempt(call), streamed)
 
-    async def _aretry(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _aretry(self, attempt: Callable[[], Awaitable[T]], streamed: _FirstToken | None = None) -> T:
         for n in range(1, self.max_attempts + 1):
             try:
                 return await attempt()
             except Exception as exc:  # noqa: BLE001 - decided by is_retryable
-                if n == self.max_attempts or not is_retryable(exc):
+                if n == self.max_attempts or not is_retryable(exc) or (streamed and streamed.seen):
                     raise
                 await asyncio.sleep(self._backoff(n))
         raise AssertionError("unreachable")
@@ -134,8 +141,9 @@ class CallPolicy:
     def invoke(
         self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
     ) -> AIMessage:
-        """`model.invoke` under this policy."""
-        return self.run(lambda: model.invoke(list(messages), config, **kwargs))  # type: ignore[return-value]
+        """`model.invoke` under this policy (not retried once its answer has begun to stream)."""
+        config, streamed = _watched(config)
+        return self.run(lambda: model.invoke(list(messages), config, **kwargs), streamed)  # type: ignore[return-value]
 
     async def ainvoke(
         self, model: BaseChatModel, messages: Sequence[BaseMessage], config: RunnableConfig, **kwargs: Any
@@ -147,10 +155,29 @@ class CallPolicy:
         default executor, which `asyncio.run` joins on exit, so a call abandoned at its
         timeout would hold the whole run until it returned.
         """
+        config, streamed = _watched(config)
         if _blocking_only(model):
             call = lambda: model.invoke(list(messages), config, **kwargs)  # noqa: E731
-            return await self._aretry(lambda: self._aattempt_blocking(call))  # type: ignore[return-value]
-        return await self.arun(lambda: model.ainvoke(list(messages), config, **kwargs))  # type: ignore[return-value]
+            return await self._aretry(lambda: self._aattempt_blocking(call), streamed)  # type: ignore[return-value]
+        return await self.arun(lambda: model.ainvoke(list(messages), config, **kwargs), streamed)  # type: ignore[return-value]
+
+
+class _FirstToken(BaseCallbackHandler):
+    """Notes that a call's tokens began to stream (to a consumer of `stream_mode="messages"`)."""
+
+    run_inline = True  # called in the call's own thread or loop, before the token reaches anyone
+    seen = False
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.seen = self.seen or bool(token)
+
+
+def _watched(config: RunnableConfig) -> tuple[RunnableConfig, _FirstToken | None]:
+    # Only a call whose tokens stream (the final answer's, without LangGraph's nostream tag) is watched.
+    if TAG_NOSTREAM in (config.get("tags") or []):
+        return config, None
+    streamed = _FirstToken()
+    return merge_configs(config, {"callbacks": [streamed]}), streamed
 
 
 def _blocking_only(model: BaseChatModel) -> bool:
