@@ -212,8 +212,11 @@ def test_every_aggregation_sees_the_same_samples_and_reports_paired_tests(tmp_pa
     # Paired exact McNemar: synthesize beats single on items 3-4 (2 of 4, p = 0.5) and vote on all 4.
     # Holm: 11 tests against single, each p = 0.5, so the smallest times 11 is capped at 1; 8 against
     # vote, the smallest 0.125, times 8 is 1.
-    assert rows["self-moa k=6 synthesize"]["vs_single"] == {"items": 4, "a_only": 2, "b_only": 0, "p": 0.5, "p_holm": 1.0}
-    assert rows["self-moa k=6 synthesize"]["vs_vote"] == {"items": 4, "a_only": 4, "b_only": 0, "p": 0.125, "p_holm": 1.0}
+    # The difference of accuracies with its paired 95% interval: 0.5 ± 1.96·sqrt(2 − 4·0.25)/4; 1 ± 0.
+    assert rows["self-moa k=6 synthesize"]["vs_single"] == {"items": 4, "a_only": 2, "b_only": 0, "p": 0.5, "p_holm": 1.0,
+                                                            "difference": pytest.approx([0.5, 0.01, 0.99], abs=1e-3)}
+    assert rows["self-moa k=6 synthesize"]["vs_vote"] == {"items": 4, "a_only": 4, "b_only": 0, "p": 0.125, "p_holm": 1.0,
+                                                          "difference": [1.0, 1.0, 1.0]}
     assert rows["seq k=6 select"]["vs_vote"]["a_only"] == 4 and "vs_vote" not in rows["single"]
     lo, hi = rows["single"]["interval"]
     assert lo < 0.5 < hi and hi - lo > 0.5  # 4 items: a wide interval
@@ -342,8 +345,9 @@ def test_cli_writes_table_json_and_plots(tmp_path, capsys):
     assert [rows[f"self-moa k={k} vote"]["accuracy"] for k in (2, 4, 6)] == [1.0, 1.0, 0.0]
     assert figures["meta"]["max_tokens"] == 16 and figures["meta"]["sweep"] == [2, 4]
     table = (out / "results.md").read_text()
-    assert ("| self-moa k=6 synthesize | 3 | 1.000 (3/3) [0.44, 1.00] | +1/−0, p=1 (Holm 1) | +3/−0, p=0.25 (Holm 1) "
-            "| 0.333 | 1.000 |") in table
+    # Δ: the accuracy difference and its paired 95% interval, 1/3 ± 1.96·sqrt(1 − 3/9)/3 and 1 ± 0.
+    assert ("| self-moa k=6 synthesize | 3 | 1.000 (3/3) [0.44, 1.00] | +1/−0, p=1 (Holm 1), Δ +0.333 [-0.200, +0.867] "
+            "| +3/−0, p=0.25 (Holm 1), Δ +1.000 [+1.000, +1.000] | 0.333 | 1.000 |") in table
     assert "| seq k=4 synthesize (= self-moa k=4 synthesize) | 3 |" in table
     # Findings from the numbers: of the configurations right on every item, the cheapest (vote
     # makes no aggregator call); three items are too few for any paired test to reach p < 0.05.

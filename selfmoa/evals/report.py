@@ -18,7 +18,7 @@ from selfmoa.evals.agreement import (
 )
 from selfmoa.evals.metrics import Embedder, diversity_method, fit_quality_diversity, memoized, r2_text, summarize
 from selfmoa.evals.plots import ENSEMBLE, plots
-from selfmoa.evals.stats import holm, mcnemar_exact, wilson
+from selfmoa.evals.stats import holm, mcnemar_exact, paired_difference, wilson
 from selfmoa.nodes.answers import AnswerOf
 
 CUT_WARNING = 0.05
@@ -90,10 +90,15 @@ def _add_tests(rows: list[dict[str, Any]], by_config: dict[str, list[dict]]) -> 
 
 
 def _vote_of(config: str) -> str | None:
-    """The vote configuration on the same samples: 'self-moa k=4 select' -> 'self-moa k=4 vote'."""
-    m = re.fullmatch(r"(self-moa k=\d+|moa \w+) (synthesize|select|vote)", config)
+    """The vote configuration on the same samples: 'self-moa k=4 select' -> 'self-moa k=4 vote'.
+
+    Example:
+        >>> _vote_of("self-moa k=6 select shuffled"), _vote_of("adaptive k=6 b=2 m=2 anchored vote")
+        ('self-moa k=6 vote', 'self-moa k=6 vote')
+    """
+    m = re.fullmatch(r"(self-moa k=\d+|moa \w+) (synthesize|select|vote)( shuffled| both)?", config)
     if m is None:
-        m2 = re.fullmatch(r"seq (k=\d+) .*", config)
+        m2 = re.fullmatch(r"(?:seq|adaptive) (k=\d+) .*", config)
         return f"self-moa {m2.group(1)} vote" if m2 else None
     return f"{m.group(1)} vote"
 
@@ -107,7 +112,7 @@ def _paired(a: list[dict], b: list[dict]) -> dict[str, Any]:
     right_b = {r["item"]: bool(r["correct"]) for r in b}
     both = [r for r in a if r["item"] in right_b]
     test = mcnemar_exact([bool(r["correct"]) for r in both], [right_b[r["item"]] for r in both])
-    return {"items": len(both), **test}
+    return {"items": len(both), **test, "difference": paired_difference(test["a_only"], test["b_only"], len(both))}
 
 
 def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:
@@ -225,7 +230,9 @@ def _test(t: dict | None) -> str:
     if not t:
         return "–"
     holm_p = f" (Holm {t['p_holm']:.2g})" if "p_holm" in t else ""
-    return f"+{t['a_only']}/−{t['b_only']}, p={t['p']:.2g}{holm_p}"
+    d, lo, hi = t.get("difference") or (None, None, None)
+    diff = "" if d is None else f", Δ {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return f"+{t['a_only']}/−{t['b_only']}, p={t['p']:.2g}{holm_p}{diff}"
 
 
 def _shard_note(shard: Sequence[int] | None) -> list[str]:
