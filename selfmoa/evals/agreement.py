@@ -138,12 +138,16 @@ def position_of(record: dict[str, Any]) -> tuple[int, int] | None:
         >>> rec = {"chosen": 2, "aggregations": 1, "proposals": [{"sample": i, "error": None} for i in range(4)]}
         >>> position_of(rec), position_of({**rec, "order": [2, 0, 3, 1]}), position_of({**rec, "aggregations": 2})
         ((3, 4), (1, 4), None)
+        >>> position_of({**rec, "order": [[1, 3, 2, 0], [0, 2, 3, 1]], "picks": [3, 1]})  # the first judge call's pick
+        (2, 4)
     """
     chosen = record.get("chosen")
     if chosen is None or record.get("aggregations", 1) != 1:
         return None
-    order = record.get("order") or [p.get("sample", i) for i, p in enumerate(record.get("proposals") or [])
-                                    if not p.get("error")]
+    order = record.get("order")
+    if order and isinstance(order[0], list):  # a run's record: one shown order per judge call, its pick in `picks`
+        order, chosen = order[0], (record.get("picks") or [chosen])[0]
+    order = order or [p.get("sample", i) for i, p in enumerate(record.get("proposals") or []) if not p.get("error")]
     return (order.index(chosen) + 1, len(order)) if chosen in order else None
 
 
