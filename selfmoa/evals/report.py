@@ -112,7 +112,7 @@ def _paired(a: list[dict], b: list[dict]) -> dict[str, Any]:
     right_b = {r["item"]: bool(r["correct"]) for r in b}
     both = [r for r in a if r["item"] in right_b]
     test = mcnemar_exact([bool(r["correct"]) for r in both], [right_b[r["item"]] for r in both])
-    return {"items": len(both), **test, "difference": paired_difference(test["a_only"], test["b_only"], len(both))}
+    return {"items": len(both), **test, "difference": paired_difference(int(test["a_only"]), int(test["b_only"]), len(both))}
 
 
 def findings(report: dict[str, Any], alpha: float = 0.05) -> list[str]:

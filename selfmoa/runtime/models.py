@@ -102,7 +102,7 @@ def _provider(prefix: str) -> _Provider | None:
     """The provider of a prefix: a registered one, else a built-in one (imported now), else None."""
     if prefix in _PROVIDERS or prefix not in _BUILTIN:
         return _PROVIDERS.get(prefix)
-    return _Provider(*(_load(path) if path else None for path in _BUILTIN[prefix]))
+    return _Provider(*(_load(path) if path else None for path in _BUILTIN[prefix]))  # type: ignore[arg-type]
 
 
 def _load(path: str) -> Any:

@@ -13,6 +13,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -20,6 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import merge_configs
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langgraph.constants import TAG_NOSTREAM
 
 from selfmoa.runtime.errors import status_of
@@ -43,30 +45,23 @@ def is_retryable(exc: BaseException) -> bool:
     return not isinstance(exc, (ValueError, TypeError, LookupError, AttributeError, ImportError, NotImplementedError))
 
 
+@dataclass(frozen=True, kw_only=True)
 class CallPolicy:
     """How a node calls its model: attempts, pause between them and a per-call time limit.
 
     Args:
         max_attempts: Attempts per call (1 means no retry). Set 1 when the client already
             retries, so there is one retry layer.
-        retry_delay: Seconds before the first retry, doubled each time.
+        retry_delay: Seconds before the first retry, doubled each time (at most `MAX_BACKOFF`).
         timeout: Seconds one attempt may take, or None for no limit.
         limiter: A `CallLimiter` shared with other graphs, held around each attempt
             (waiting for it does not count against `timeout`), or None.
     """
 
-    def __init__(
-        self,
-        *,
-        max_attempts: int = 2,
-        retry_delay: float = 0.5,
-        timeout: float | None = None,
-        limiter: CallLimiter | None = None,
-    ):
-        self.max_attempts = max_attempts
-        self.retry_delay = retry_delay
-        self.timeout = timeout
-        self.limiter = limiter
+    max_attempts: int = 2
+    retry_delay: float = 0.5
+    timeout: float | None = None
+    limiter: CallLimiter | None = None
 
     def _attempt(self, call: Callable[[], T]) -> T:
         if self.timeout is None:
@@ -168,13 +163,16 @@ class _FirstToken(BaseCallbackHandler):
     run_inline = True  # called in the call's own thread or loop, before the token reaches anyone
     seen = False
 
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:  # type: ignore[override]  # every chunk form
         self.seen = self.seen or bool(token)
 
 
 def _watched(config: RunnableConfig) -> tuple[RunnableConfig, _FirstToken | None]:
-    # Only a call whose tokens stream (the final answer's, without LangGraph's nostream tag) is watched.
-    if TAG_NOSTREAM in (config.get("tags") or []):
+    # Only a call whose tokens reach a consumer is watched: one without LangGraph's nostream tag,
+    # in a run someone streams (a streaming handler is attached); merging configs has a cost.
+    callbacks = config.get("callbacks")
+    handlers = callbacks if isinstance(callbacks, list) else getattr(callbacks, "handlers", None) or []
+    if TAG_NOSTREAM in (config.get("tags") or []) or not any(isinstance(h, _StreamingCallbackHandler) for h in handlers):
         return config, None
     streamed = _FirstToken()
     return merge_configs(config, {"callbacks": [streamed]}), streamed
