@@ -47,17 +47,6 @@ def test_vendi_is_the_effective_number_of_distinct_items():
     expected = math.exp(-(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)))
     assert vendi(np.array([[1.0, 0], [1.0, 0], [0, 1.0]])) == pytest.approx(expected)
 
-
-def test_vendi_agrees_with_the_vendi_score_package():
-    vs = pytest.importorskip("vendi_score.vendi", reason="vendi-score is not installed (it is no longer a dependency)")
-    rng = np.random.default_rng(1)
-    for n in (2, 3, 6, 12):
-        x = rng.normal(size=(n, 384))
-        x[1] = x[0] + 0.01  # a near-duplicate
-        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-        assert vendi(x) == pytest.approx(float(vs.score_K(unit @ unit.T)), rel=1e-9)
-
-
 def test_minilm_numpy_matches_sentence_transformers():
     _needs_minilm()
     reference = json.loads(REFERENCE.read_text())

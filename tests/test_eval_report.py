@@ -10,8 +10,9 @@ import re
 from fractions import Fraction
 
 import pytest
+from helpers import require
 
-pytest.importorskip("numpy", reason="needs the 'eval' extra")
+require("numpy", reason="needs the 'eval' extra")
 
 from selfmoa.evals import cli as eval_cli  # noqa: E402
 from selfmoa.evals.agreement import agreement, agreement_figures, coverage_of, position_picks  # noqa: E402

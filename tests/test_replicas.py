@@ -18,14 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from helpers import free_port, wait_for_health
+from helpers import free_port, require, wait_for_health
 from openai_stub import OpenAIStub
 
 from selfmoa import create_self_moa
 from selfmoa.runtime.errors import AggregationError
 from selfmoa.testing import FakeChatModel
 
-pytest.importorskip("fastapi", reason="needs: pip install 'selfmoa[server]'")
+require("fastapi", reason="needs: pip install 'selfmoa[server]'")
 
 SAMPLES = 3
 

