@@ -56,10 +56,8 @@ def apply_context(spec: MoASpec, context: EnsembleContext | dict | None) -> MoAS
     if not overrides:
         return spec
     if spec.aggregator.window is None and {"window", "reserved"} & set(overrides):
-        raise SpecError(
-            f"run context {overrides}: window and reserved resize a sliding window, and this graph aggregates "
-            "in one call; drop them, or run a Self-MoA-Seq graph (create_self_moa_seq)"
-        )
+        raise SpecError(f"run context {str(overrides)[:200]}: window and reserved resize a sliding window, and this "
+                        "graph aggregates in one call; drop them, or run a Self-MoA-Seq graph (create_self_moa_seq)")
     data = _as_dict(spec)
     for key, value in overrides.items():
         _set(data, CONTEXT_FIELDS[key].split("."), value)
@@ -68,7 +66,7 @@ def apply_context(spec: MoASpec, context: EnsembleContext | dict | None) -> MoAS
     try:
         return parse_spec(data)
     except SpecError as exc:
-        raise SpecError(f"run context {overrides}: {exc}") from None
+        raise SpecError(f"run context {str(overrides)[:200]}: {exc}") from None
 
 
 def _set(data: Any, path: list[str], value: Any) -> None:

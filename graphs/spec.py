@@ -22,6 +22,8 @@ A YAML spec::
 from __future__ import annotations
 
 import json
+import reprlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -165,20 +167,15 @@ class AggregatorSpec(_Spec):
     @model_validator(mode="after")
     def _check_window(self) -> AggregatorSpec:
         if self.window is not None and self.reserved >= self.window:
-            raise ValueError(
-                f"reserved must be smaller than window (0 < reserved < window), got window={self.window}, "
-                f"reserved={self.reserved}; "
-                "e.g. window=6, reserved=3 as in the paper"
-            )
+            raise ValueError(f"reserved must be smaller than window (0 < reserved < window), got window={self.window}, "
+                             f"reserved={self.reserved}; e.g. window=6, reserved=3 as in the paper")
         if self.keep == "latest" and self.window is None:
             raise ValueError("keep='latest' applies to window mode only; set a window or keep to 'all'")
         if self.patience is not None and self.window is None:
             raise ValueError("patience stops a sliding window early; set a window (Self-MoA-Seq) or drop patience")
         if self.mode == "vote" and self.window is not None:
-            raise ValueError(
-                "mode 'vote' takes all samples at once and cannot slide a window; "
-                "use mode 'synthesize' or 'select' with a window, or drop the window"
-            )
+            raise ValueError("mode 'vote' takes all samples at once and cannot slide a window; "
+                             "use mode 'synthesize' or 'select' with a window, or drop the window")
         return self
 
 
@@ -289,20 +286,17 @@ class MoASpec(_Spec):
     def _check_one_shot(self) -> MoASpec:
         if self.aggregator.window is not None and (self.review or self.adaptive):
             option = "review" if self.review else "adaptive"
-            raise ValueError(
-                f"{option} works with one-shot aggregation only; remove aggregator.window or drop {option}"
-                + (" (a sliding window stops early with aggregator.patience)" if option == "adaptive" else "")
-            )
+            hint = " (a sliding window stops early with aggregator.patience)" if option == "adaptive" else ""
+            raise ValueError(f"{option} works with one-shot aggregation only; remove aggregator.window or drop "
+                             f"{option}{hint}")
         return self
 
     @model_validator(mode="after")
     def _check_quorum(self) -> MoASpec:
         for i, layer in enumerate(self.layers, 1):
             if self.min_proposals > layer.size:
-                raise ValueError(
-                    f"min_proposals={self.min_proposals} exceeds the {layer.size} proposals of layer {i}; "
-                    "lower min_proposals or add samples"
-                )
+                raise ValueError(f"min_proposals={self.min_proposals} exceeds the {layer.size} proposals of layer {i}; "
+                                 "lower min_proposals or add samples")
         return self
 
 
@@ -334,16 +328,29 @@ def load_spec_file(path: str | Path) -> dict:
     json_file = path.suffix.lower() == ".json"
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if json_file else yaml.safe_load(text)
+        data = json.loads(text, object_pairs_hook=_unique) if json_file else yaml.load(text, _UniqueKeyLoader)
     except (OSError, UnicodeDecodeError) as exc:  # before ValueError: a UnicodeDecodeError is one
         reason = getattr(exc, "strerror", None) or exc
         raise SpecError(f"cannot read spec file {str(path)!r}: {reason}; check the path (a UTF-8 text file)") from None
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deep
         where = " ".join(str(exc).split())[:300]
         raise SpecError(f"spec file {str(path)!r} is not valid {'json' if json_file else 'YAML'}: {where}") from None
     if not isinstance(data, dict):
         raise SpecError(f"spec file {str(path)!r} must hold a mapping with a 'layers' key, got {type(data).__name__}")
     return data
+
+
+def _unique(pairs: list[tuple[Any, Any]]) -> dict:
+    # A key given twice would silently keep its last value (json and PyYAML's default): refused by name.
+    if duplicates := [key for key, n in Counter(key for key, _ in pairs).items() if n > 1]:
+        raise ValueError(f"duplicate key {duplicates[0]!r:.80}; give each key once")
+    return dict(pairs)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        _unique([(k.value, None) for k, _ in node.value if isinstance(k, yaml.ScalarNode)])
+        return super().construct_mapping(node, deep=deep)
 
 
 def one_line(exc: ValidationError, what: str, *, limit: int = 3) -> str:
@@ -370,10 +377,10 @@ def one_line(exc: ValidationError, what: str, *, limit: int = 3) -> str:
 
 def _problem(error: Any, what: str) -> str:
     parts = [str(part) for part in error["loc"]]
-    if "model" in parts[:-1] and parts[parts.index("model") + 1 :][:1] in (["str"], ["is-instance[BaseChatModel]"]):
+    if "model" in parts[:-1]:  # past a model's name comes the arm of `str | chat model`: pydantic's own tag
         loc = ".".join(parts[: parts.index("model") + 1])
-        return f"invalid {what} at {loc!r}: {_MODEL_HINT}, got {repr(error.get('input'))[:60]}"
-    loc = ".".join(parts) or what
+        return f"invalid {what} at {loc!r}: {_MODEL_HINT}, got {reprlib.repr(error.get('input'))[:60]}"
+    loc = (".".join(parts) or what)[:100]  # a key may be any length
     if error["type"] == "extra_forbidden":
         return f"unknown key {loc!r} in {what}; remove it or check its spelling"
     if error["type"] == "missing":

@@ -136,7 +136,7 @@ class EnsembleContext:
         # CONTEXT_FIELDS names every field (tests/test_schema.py checks it).
         unknown = [key for key in settings if key not in CONTEXT_FIELDS]
         if unknown:
-            raise SpecError(f"unknown run context key {unknown[0]!r}; the keys are {', '.join(f.name for f in fields(self))}")
+            raise SpecError(f"unknown run context key {unknown[0]!r:.60}; the keys are {', '.join(f.name for f in fields(self))}")
         for name in CONTEXT_FIELDS:
             setattr(self, name, settings.get(name))
 
