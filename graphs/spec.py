@@ -332,7 +332,9 @@ def load_spec_file(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:  # before ValueError: a UnicodeDecodeError is one
         reason = getattr(exc, "strerror", None) or exc
         raise SpecError(f"cannot read spec file {str(path)!r}: {reason}; check the path (a UTF-8 text file)") from None
-    except (ValueError, yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deep
+    # RecursionError: nested too deep; AttributeError, TypeError: PyYAML reading a tagged value it cannot
+    # (`!!timestamp 1` raises AttributeError from its constructor, not a YAMLError).
+    except (ValueError, yaml.YAMLError, RecursionError, AttributeError, TypeError) as exc:
         where = " ".join(str(exc).split())[:300]
         raise SpecError(f"spec file {str(path)!r} is not valid {'json' if json_file else 'YAML'}: {where}") from None
     if not isinstance(data, dict):

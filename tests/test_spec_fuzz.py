@@ -250,6 +250,7 @@ PATHOLOGICAL_FILES: dict[str, tuple[str, bytes]] = {
     "set tag": (".yaml", b"layers: [!!set {specfake:a}]\n"),
     "timestamp": (".yaml", b"layers: [[specfake:a]]\nname: 2001-12-14t21:59:43.10-05:00\n"),
     "timestamp model": (".yaml", b"layers: [[{model: 2001-12-14}]]\n"),
+    "timestamp tag on a number": (".yaml", b"layers: [[specfake:a]]\nseed: !!timestamp 1\n"),
     "float nan": (".yaml", b"layers: [[specfake:a]]\ntemperature: .nan\n"),
     "float inf": (".yaml", b"layers: [[specfake:a]]\ntimeout: .inf\n"),
     "json NaN": (".json", b'{"layers": [["specfake:a"]], "retry_delay": NaN}'),
