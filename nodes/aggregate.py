@@ -61,7 +61,8 @@ class _Call:
         self.trimmed = self.responses
         if not voting:
             self.trimmed, self.warning = trim_references(self.responses, names, limit)
-        self.messages = with_references(task["messages"], self.trimmed, task["prompt"])
+        # Only a synthesis is asked with the aggregation prompt; select builds one message list per shown order.
+        self.messages = with_references(task["messages"], self.trimmed, task["prompt"]) if self.mode == "synthesize" else []
         # Only a synthesis streams: a select reply is a number, not the answer.
         final = task["final"] and self.mode == "synthesize"
         self.config = call_config(config, role="aggregator", final=final, model=self.label, step=task["step"])

@@ -18,7 +18,7 @@ from langgraph.config import get_stream_writer
 
 from selfmoa.nodes.agreement import agreement
 from selfmoa.nodes.calls import node
-from selfmoa.nodes.run import Setup, _batches, _quorum_error, _settled
+from selfmoa.nodes.run import Setup, is_settled, plan_batches, quorum_error
 from selfmoa.nodes.state import Agreement, MoAState, Settle, Synthesis, Tally
 
 
@@ -30,7 +30,7 @@ def finish(state: MoAState, *, setup: Setup) -> dict:
     if plan["aggregator"]["window"] is not None:
         if tally["succeeded"] < plan["min_proposals"] or synthesis is None:
             last = [p for p in state.get("proposals", []) if p["layer"] == len(plan["layers"])]
-            raise _quorum_error(last, len(plan["layers"]), tally["succeeded"], tally["failed"], plan["min_proposals"])
+            raise quorum_error(last, len(plan["layers"]), tally["succeeded"], tally["failed"], plan["min_proposals"])
         update.update(_window_stop(state))
     elif plan["adaptive"]:
         update.update(_adaptive_stop(state, tally))
@@ -73,9 +73,9 @@ def _window_stop(state: MoAState) -> dict:
     The batch in flight was drawn but is not aggregated when the run stops early; every
     later batch, and each window step it would have needed, is saved.
     """
-    batches, batch = _batches(state["plan"]), state.get("batch", 0)
+    batches, batch = plan_batches(state["plan"]), state.get("batch", 0)
     settle = state.get("settle") or Settle(step=-1, answer=None, streak=0)
-    if batch >= len(batches) or not _settled(state["plan"], settle):
+    if batch >= len(batches) or not is_settled(state["plan"], settle):
         return {"stopped": "samples", "saved": {"proposals": 0, "aggregations": 0}}
     drawn = sum(len(b) for b in batches[: batch + 1])
     saved = {"proposals": sum(len(b) for b in batches) - drawn, "aggregations": len(batches) - batch}
@@ -86,7 +86,7 @@ def _window_stop(state: MoAState) -> dict:
 
 def _adaptive_stop(state: MoAState, tally: Tally) -> dict:
     """Why adaptive sampling stopped drawing, and the samples it did not draw."""
-    drawn, size = tally["succeeded"] + tally["failed"], sum(len(b) for b in _batches(state["plan"]))
+    drawn, size = tally["succeeded"] + tally["failed"], sum(len(b) for b in plan_batches(state["plan"]))
     saved = {"proposals": size - drawn, "aggregations": 0}
     stopped = "agreed" if drawn < size else "samples"
     get_stream_writer()({"selfmoa": "stopped", "stopped": stopped, "saved": saved, "drawn": drawn})

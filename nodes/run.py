@@ -148,7 +148,7 @@ def _take_in(state: MoAState, pending: list[Proposal], ok: list[Proposal]) -> di
 def _layer_done(plan: Plan, layer: int, records: list[Proposal], succeeded: int, failed: int) -> None:
     get_stream_writer()({"selfmoa": "layer", "layer": layer, "succeeded": succeeded, "failed": failed})
     if succeeded < plan["min_proposals"]:
-        raise _quorum_error(records, layer, succeeded, failed, plan["min_proposals"])
+        raise quorum_error(records, layer, succeeded, failed, plan["min_proposals"])
 
 
 def _next_layer(plan: Plan, layer: int, pending: list[Proposal], ok: list[Proposal]) -> dict:
@@ -167,7 +167,7 @@ def _next_batch(state: MoAState, setup: Setup, tally: Tally) -> dict:
     short answer is `margin` ahead of the second (`selfmoa.nodes.agreement`).
     """
     plan, layer, drawn = state["plan"], len(state["plan"]["layers"]), state.get("batch", 0) + 1
-    batches, adaptive = _batches(plan), plan["adaptive"]
+    batches, adaptive = plan_batches(plan), plan["adaptive"]
     if drawn < len(batches) and not (adaptive and lead(tally["answers"]) >= adaptive["margin"]):
         get_stream_writer()({"selfmoa": "batch", "drawn": tally["succeeded"] + tally["failed"], "answers": tally["answers"]})
         # The previous layer's answers stay the references of the next batch's proposers.
@@ -181,9 +181,9 @@ def _next_batch(state: MoAState, setup: Setup, tally: Tally) -> dict:
 
 def _next_window(state: MoAState, setup: Setup, pending: list[Proposal], ok: list[Proposal]) -> dict:
     """After a sliding-window superstep: an aggregation step with the next batch, or the end."""
-    batch, batches = state.get("batch", 0), _batches(state["plan"])
+    batch, batches = state.get("batch", 0), plan_batches(state["plan"])
     settle = _settle(state.get("settle"), state.get("synthesis"), setup.answer_of)
-    if batch < len(batches) and not _settled(state["plan"], settle):
+    if batch < len(batches) and not is_settled(state["plan"], settle):
         get_stream_writer()({"selfmoa": "window", "batch": batch, "succeeded": len(ok), "failed": len(pending) - len(ok)})
         # The last batch failed whole: nothing is left to aggregate, and every sample was drawn.
         if ok or batch + 1 < len(batches):
@@ -191,7 +191,7 @@ def _next_window(state: MoAState, setup: Setup, pending: list[Proposal], ok: lis
     return {"settle": settle, "phase": "finish"}
 
 
-def _settled(plan: Plan, settle: Settle) -> bool:
+def is_settled(plan: Plan, settle: Settle) -> bool:
     """Whether the answer held `patience` window steps in a row."""
     patience = plan["aggregator"]["patience"]
     return patience is not None and settle["streak"] >= patience
@@ -243,10 +243,10 @@ def _missing(plan: Plan, layer: int, batch: int, pending: list[Proposal]) -> lis
 
 def _layer_batches(plan: Plan, layer: int) -> list[range]:
     """Sample indices of a layer, per batch: the last layer's may slide through a window."""
-    return _batches(plan) if layer == len(plan["layers"]) else [range(_size(plan["layers"][layer - 1]))]
+    return plan_batches(plan) if layer == len(plan["layers"]) else [range(_size(plan["layers"][layer - 1]))]
 
 
-def _batches(plan: Plan) -> list[range]:
+def plan_batches(plan: Plan) -> list[range]:
     """Sample indices of the last layer, per batch: one batch unless a window slides or sampling adapts."""
     size, aggregator = _size(plan["layers"][-1]), plan["aggregator"]
     if plan["adaptive"]:
@@ -311,7 +311,8 @@ def _settle(before: Settle | None, synthesis: Synthesis | None, answer_of: Answe
     return Settle(step=synthesis["step"], answer=answer, streak=before["streak"] + 1 if same else 0)
 
 
-def _quorum_error(proposals: list[Proposal], layer: int, ok: int, failed: int, needed: int) -> ProposalsFailedError:
+def quorum_error(proposals: list[Proposal], layer: int, ok: int, failed: int, needed: int) -> ProposalsFailedError:
+    """The one-line error of a layer whose successful proposals fell short of `min_proposals`."""
     return ProposalsFailedError(
         f"only {ok} of {ok + failed} proposals of layer {layer} succeeded, {needed} needed (min_proposals): "
         f"{group_failures(proposals, ok + failed, failed)}; fix the model or endpoint, or lower min_proposals"
